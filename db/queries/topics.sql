@@ -24,3 +24,7 @@ DELETE FROM portfolio_topics WHERE tenant_id = $1 AND topic_name = $2;
 
 -- name: CountTopicSubscriptions :one
 SELECT count(*) FROM portfolio_subscriptions WHERE tenant_id = $1 AND topic_name = $2;
+
+-- name: GetTopicForUpdate :one
+-- Locks the row so a concurrent update cannot slip between the partition check and the write.
+SELECT * FROM portfolio_topics WHERE tenant_id = $1 AND topic_name = $2 FOR UPDATE;

@@ -21,15 +21,18 @@ func (q *Queries) DeleteOutboxUpTo(ctx context.Context, id int64) (int64, error)
 	return result.RowsAffected(), nil
 }
 
-const insertOutbox = `-- name: InsertOutbox :one
-INSERT INTO config_outbox (command) VALUES ($1) RETURNING id
+const insertOutbox = `-- name: InsertOutbox :exec
+INSERT INTO config_outbox (id, command) VALUES ($1, $2)
 `
 
-func (q *Queries) InsertOutbox(ctx context.Context, command []byte) (int64, error) {
-	row := q.db.QueryRow(ctx, insertOutbox, command)
-	var id int64
-	err := row.Scan(&id)
-	return id, err
+type InsertOutboxParams struct {
+	ID      int64
+	Command []byte
+}
+
+func (q *Queries) InsertOutbox(ctx context.Context, arg InsertOutboxParams) error {
+	_, err := q.db.Exec(ctx, insertOutbox, arg.ID, arg.Command)
+	return err
 }
 
 const listOutboxAfter = `-- name: ListOutboxAfter :many
@@ -70,8 +73,21 @@ const lockOutbox = `-- name: LockOutbox :exec
 SELECT pg_advisory_xact_lock(7001)
 `
 
-// Serialises outbox writers so that ids become visible in the order they were issued.
+// Serialises outbox writers until their transaction ends, so that ids become visible in the order they
+// were issued and the raft leader never skips a row that commits later with a smaller id.
 func (q *Queries) LockOutbox(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, lockOutbox)
 	return err
+}
+
+const nextOutboxID = `-- name: NextOutboxID :one
+SELECT nextval(pg_get_serial_sequence('config_outbox', 'id'))::bigint AS id
+`
+
+// Taken after LockOutbox: the command stored in the row embeds its own id.
+func (q *Queries) NextOutboxID(ctx context.Context) (int64, error) {
+	row := q.db.QueryRow(ctx, nextOutboxID)
+	var id int64
+	err := row.Scan(&id)
+	return id, err
 }

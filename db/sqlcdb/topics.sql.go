@@ -103,6 +103,31 @@ func (q *Queries) GetTopic(ctx context.Context, arg GetTopicParams) (PortfolioTo
 	return i, err
 }
 
+const getTopicForUpdate = `-- name: GetTopicForUpdate :one
+SELECT id, tenant_id, topic_name, data_type, partitions, enabled, created_at FROM portfolio_topics WHERE tenant_id = $1 AND topic_name = $2 FOR UPDATE
+`
+
+type GetTopicForUpdateParams struct {
+	TenantID  pgtype.UUID
+	TopicName string
+}
+
+// Locks the row so a concurrent update cannot slip between the partition check and the write.
+func (q *Queries) GetTopicForUpdate(ctx context.Context, arg GetTopicForUpdateParams) (PortfolioTopic, error) {
+	row := q.db.QueryRow(ctx, getTopicForUpdate, arg.TenantID, arg.TopicName)
+	var i PortfolioTopic
+	err := row.Scan(
+		&i.ID,
+		&i.TenantID,
+		&i.TopicName,
+		&i.DataType,
+		&i.Partitions,
+		&i.Enabled,
+		&i.CreatedAt,
+	)
+	return i, err
+}
+
 const listTopics = `-- name: ListTopics :many
 SELECT id, tenant_id, topic_name, data_type, partitions, enabled, created_at FROM portfolio_topics WHERE tenant_id = $1 ORDER BY topic_name
 `

@@ -1,0 +1,48 @@
+package routing_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"github.com/pds-platform/pds/common/routing"
+)
+
+// BenchmarkNormalize measures validation plus defaults (UUIDv7, timestamp, topic, routing key) of a
+// typical state event with three positions, as Publish does for every event.
+func BenchmarkNormalize(b *testing.B) {
+	template := validEvent()
+	template.Data.Details = &pdsv1.PortfolioData_PortfolioState{PortfolioState: &pdsv1.PortfolioStateDetails{
+		Currency: "USD", CashBalance: 25000,
+		Positions: []*pdsv1.Position{
+			{InstrumentId: "AAPL", Quantity: 100, MarketValue: 19000, Weight: 0.019},
+			{InstrumentId: "MSFT", Quantity: 50, MarketValue: 21000, Weight: 0.021},
+			{InstrumentId: "US912828ZT05", Quantity: 1000, MarketValue: 940000, Weight: 0.94},
+		},
+	}}
+	now := time.Now()
+	routingInfo := &pdsv1.RoutingInfo{}
+	b.ReportAllocs()
+	for b.Loop() {
+		// Reset the defaults Normalize fills so every iteration does the full work.
+		*routingInfo = pdsv1.RoutingInfo{TargetWorkflows: template.Routing.TargetWorkflows, Priority: 5}
+		template.EventId, template.Timestamp, template.Routing = "", "", routingInfo
+		if err := routing.Normalize(template, "events[0]", now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPartition(b *testing.B) {
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("portfolio_%05d.state.update", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		_ = routing.Partition(keys[i&1023], 16)
+		i++
+	}
+}
