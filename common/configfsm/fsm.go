@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	configv1 "github.com/pds-platform/pds/common/gen/pds/config/v1"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -101,13 +102,41 @@ func (f *FSM) Apply(entry *raft.Log) any {
 		}
 	}
 	if err != nil {
+		// The row is consumed even though it changed nothing, so the outbox applier moves past it and a
+		// waiter on it learns of the failure instead of timing out.
 		failed := cur.clone()
 		failed.Version = entry.Index
+		failed.LastOutboxID = max(failed.LastOutboxID, outboxIDOf(payload))
 		f.publish(failed)
 		return err
 	}
 	f.publish(next)
 	return nil
+}
+
+// outboxIDOf reads field 1 (outbox_id, shared by every command message) from a payload that may not
+// decode as its command type; 0 when absent.
+func outboxIDOf(payload []byte) uint64 {
+	for len(payload) > 0 {
+		num, typ, n := protowire.ConsumeTag(payload)
+		if n < 0 {
+			return 0
+		}
+		payload = payload[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, m := protowire.ConsumeVarint(payload)
+			if m < 0 {
+				return 0
+			}
+			return v
+		}
+		m := protowire.ConsumeFieldValue(num, typ, payload)
+		if m < 0 {
+			return 0
+		}
+		payload = payload[m:]
+	}
+	return 0
 }
 
 func (f *FSM) applyPutTopic(next *Config, payload []byte) error {

@@ -164,6 +164,17 @@ func TestApplyRejectsBadEntriesButAdvancesVersion(t *testing.T) {
 	}
 }
 
+func TestRejectedCommandStillConsumesItsOutboxRow(t *testing.T) {
+	a := &applier{t: t, fsm: configfsm.New(nil)}
+	res := a.apply(configv1.CommandType_COMMAND_TYPE_PUT_TOPIC, &configv1.PutTopic{OutboxId: 12, Topic: &pdsv1.Topic{}})
+	if _, isErr := res.(error); !isErr {
+		t.Fatalf("put topic without a name: Apply returned %v, want an error", res)
+	}
+	if got := a.fsm.Current().LastOutboxID; got != 12 {
+		t.Fatalf("LastOutboxID after a rejected row = %d, want 12 so the applier moves past it", got)
+	}
+}
+
 func TestFilterThatFailsToCompileMatchesNothing(t *testing.T) {
 	a := &applier{t: t, fsm: configfsm.New(compileByPortfolio)}
 	a.putTopic(1, "a")
