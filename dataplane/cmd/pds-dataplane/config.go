@@ -1,0 +1,67 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/pds-platform/pds/dataplane/internal/node"
+)
+
+// parseConfig reads flags; each flag's default comes from its environment variable when that is set.
+func parseConfig(args []string, getenv func(string) string) (node.Config, error) {
+	var cfg node.Config
+	fs := flag.NewFlagSet("pds-dataplane", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	str := func(p *string, name, env, def, usage string) {
+		if v := getenv(env); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, fmt.Sprintf("%s [%s]", usage, env))
+	}
+	str(&cfg.HTTPAddr, "http-addr", "PDS_HTTP_ADDR", "127.0.0.1:8081", "host:port for Connect, REST, WebSocket, health and metrics")
+	str(&cfg.RaftAddr, "raft-addr", "PDS_RAFT_ADDR", "127.0.0.1:7001", "host:port of the raft transport")
+	str(&cfg.NodeID, "node-id", "PDS_NODE_ID", "dp-1", "stable node id in the raft cluster")
+	str(&cfg.ControlPlaneURL, "controlplane-url", "PDS_CONTROLPLANE_URL", "http://127.0.0.1:8080", "control plane base URL")
+	str(&cfg.Broker, "broker", "PDS_BROKER", "embedded", "broker driver (embedded)")
+	str(&cfg.DataDir, "data-dir", "PDS_DATA_DIR", "./data/dataplane", "directory of the embedded broker's data")
+
+	ackDeadline := 30 * time.Second
+	if v := getenv("PDS_ACK_DEADLINE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return cfg, fmt.Errorf("PDS_ACK_DEADLINE=%q: %w", v, err)
+		}
+		ackDeadline = d
+	}
+	fs.DurationVar(&cfg.AckDeadline, "ack-deadline", ackDeadline, "redeliver events not acknowledged within this [PDS_ACK_DEADLINE]")
+	maxInFlight := 1000
+	if v := getenv("PDS_MAX_IN_FLIGHT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return cfg, fmt.Errorf("PDS_MAX_IN_FLIGHT=%q: %w", v, err)
+		}
+		maxInFlight = n
+	}
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", maxInFlight, "default unacknowledged events per stream [PDS_MAX_IN_FLIGHT]")
+
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(nil)
+			fs.PrintDefaults()
+		}
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.AckDeadline <= 0 {
+		return cfg, fmt.Errorf("--ack-deadline must be positive (got %s)", cfg.AckDeadline)
+	}
+	if cfg.MaxInFlight < 1 || cfg.MaxInFlight > 10000 {
+		return cfg, fmt.Errorf("--max-in-flight must be 1 to 10000 (got %d)", cfg.MaxInFlight)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,92 @@
+package latest_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"github.com/pds-platform/pds/common/tenancy"
+	"github.com/pds-platform/pds/dataplane/internal/broker"
+	"github.com/pds-platform/pds/dataplane/internal/latest"
+	"google.golang.org/protobuf/proto"
+)
+
+func event(id string, dataType pdsv1.PortfolioDataType, portfolioID string, totalValue float64) *pdsv1.PortfolioDistribution {
+	return &pdsv1.PortfolioDistribution{
+		EventId: id, Timestamp: "2025-06-21T10:00:00.000Z", DataType: dataType,
+		Data:    &pdsv1.PortfolioData{PortfolioId: portfolioID, TotalValue: totalValue},
+		Routing: &pdsv1.RoutingInfo{Topic: "t", RoutingKey: portfolioID + ".k.update"},
+	}
+}
+
+func TestNewestEventPerPortfolioIsReadBackAndStoredInTheBrokerTable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses the embedded broker; skipped with -short")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("open embedded broker: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	store := latest.New(b, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	tenant := tenancy.DefaultTenantID
+
+	if err := store.Record(tenant, []*pdsv1.PortfolioDistribution{
+		event("s1", pdsv1.PortfolioDataType_PORTFOLIO_STATE, "p1", 1),
+		event("s2", pdsv1.PortfolioDataType_PORTFOLIO_STATE, "p1", 2),
+		event("perf", pdsv1.PortfolioDataType_PERFORMANCE_ATTRIBUTION, "p1", 3),
+		event("cash", pdsv1.PortfolioDataType_CASH_MANAGEMENT, "p2", 4),
+	}); err != nil {
+		t.Fatalf("record: %v", err)
+	}
+
+	tests := []struct {
+		name        string
+		view        latest.View
+		portfolioID string
+		wantEventID string // "" = none
+	}{
+		{name: "newest state of a portfolio", view: latest.ViewState, portfolioID: "p1", wantEventID: "s2"},
+		{name: "performance kept apart from state", view: latest.ViewPerformance, portfolioID: "p1", wantEventID: "perf"},
+		{name: "types without a view are not kept", view: latest.ViewState, portfolioID: "p2"},
+	}
+	check := func(t *testing.T, stage string) {
+		for _, tt := range tests {
+			t.Run(stage+"/"+tt.name, func(t *testing.T) {
+				got, ok, err := store.Get(ctx, tenant, tt.view, tt.portfolioID)
+				if err != nil {
+					t.Fatalf("get: %v", err)
+				}
+				if tt.wantEventID == "" {
+					if ok {
+						t.Fatalf("got %v, want nothing", got)
+					}
+					return
+				}
+				if !ok || got.GetEventId() != tt.wantEventID {
+					t.Fatalf("got %v (found %v), want event %s", got, ok, tt.wantEventID)
+				}
+			})
+		}
+	}
+	check(t, "before the table write")
+
+	if err := store.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	raw, ok, err := b.GetLatest(ctx, tenant, string(latest.ViewState), "p1")
+	if err != nil || !ok {
+		t.Fatalf("broker table lacks the state of p1 after flush (found %v, error %v)", ok, err)
+	}
+	var stored pdsv1.PortfolioDistributed
+	if err := proto.Unmarshal(raw, &stored); err != nil || stored.GetEventId() != "s2" {
+		t.Fatalf("broker table holds %v (decode error %v), want event s2", &stored, err)
+	}
+	check(t, "after the table write")
+}
