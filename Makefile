@@ -1,0 +1,114 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+BIN := $(CURDIR)/.bin
+# Every module of go.work, e.g. "./common ./controlplane ...".
+MODULES := $(shell go work edit -json | sed -n 's/^[[:space:]]*"DiskPath": "\(.*\)".*/\1/p')
+# The modules that hold Go packages (tools only pins the code generators' versions).
+GO_MODULES := $(shell for m in $(MODULES); do find $$m -name '*.go' -not -path '*/node_modules/*' -print -quit | grep -q . && echo $$m; done)
+GENERATED_DIRS := common/gen web-admin/src/gen db/sqlcdb
+BINARIES := ./controlplane/cmd/pds-controlplane ./dataplane/cmd/pds-dataplane ./dataplane/cmd/pds-demo-publisher
+GO_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/sqlc
+# npm rewrites this file on every install, so it marks node_modules as up to date.
+NPM_STAMP := web-admin/node_modules/.package-lock.json
+
+# Per test binary; the whole make test stays well under 30 minutes on 2 cores.
+TEST_TIMEOUT ?= 15m
+# Extra flags for go test, e.g. make test GO_TEST_FLAGS='-run TestPublish -v'.
+GO_TEST_FLAGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install what is missing (PostgreSQL, shellcheck, npm packages, Go tools); quick when all is there
+	deploy/scripts/ensure-deps.sh
+
+.PHONY: tools
+tools: $(GO_TOOLS) $(NPM_STAMP) ## Build the pinned code generators into .bin/ and npm-install web-admin (skipped when up to date)
+
+# GOWORK=off: the tools build with exactly the versions tools/go.mod pins, not the workspace's.
+$(GO_TOOLS) &: tools/go.mod tools/go.sum
+	mkdir -p $(BIN)
+	cd tools && GOWORK=off go build -o $(BIN)/ tool
+	touch $(GO_TOOLS)
+
+$(NPM_STAMP): web-admin/package.json web-admin/package-lock.json
+	cd web-admin && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: gen
+gen: tools ## Regenerate Go and TypeScript from proto/ (buf) and the database access code (sqlc)
+	$(BIN)/buf format -w
+	$(BIN)/buf generate
+	cd db && $(BIN)/sqlc generate
+
+.PHONY: check-gen
+check-gen: gen ## Fail when committed generated code (or proto formatting) is stale
+	@if ! git diff --quiet -- proto $(GENERATED_DIRS) || \
+		[[ -n "$$(git ls-files --others --exclude-standard -- $(GENERATED_DIRS))" ]]; then \
+		echo "check-gen: generated code differs from what is committed:" >&2; \
+		git status --short -- proto $(GENERATED_DIRS) >&2; \
+		echo "check-gen: run 'make gen' and commit the result" >&2; \
+		exit 1; \
+	fi
+	@echo "check-gen: generated code is fresh"
+
+.PHONY: lint
+lint: tools ## buf lint, buf format check, shellcheck, gofmt and go vet in every module
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+	shellcheck --severity=warning deploy/scripts/*.sh .ci/run
+	@unformatted="$$(gofmt -l $(GO_MODULES))"; \
+	if [[ -n "$$unformatted" ]]; then echo "lint: not gofmt'd (run gofmt -w):" >&2; echo "$$unformatted" >&2; exit 1; fi
+	for m in $(GO_MODULES); do (cd $$m && echo "go vet $$m" && go vet ./...); done
+
+.PHONY: build
+build: ## Build every module in the workspace and on its own (GOWORK=off), binaries into .bin/
+	for m in $(GO_MODULES); do \
+		(cd $$m && echo "go build $$m" && go build ./... && GOWORK=off go build ./...); \
+	done
+	$(MAKE) binaries
+
+.PHONY: binaries
+binaries: ## Build pds-controlplane, pds-dataplane and pds-demo-publisher into .bin/
+	mkdir -p $(BIN)
+	go build -o $(BIN)/ $(BINARIES)
+
+.PHONY: test
+test: deps check-gen lint build ## Everything CI runs: deps, check-gen, lint, build, then go test -race with a real PostgreSQL
+	deploy/scripts/with-postgres.sh $(MAKE) go-test GO_TEST_FLAGS='-race $(GO_TEST_FLAGS)'
+
+.PHONY: go-test
+go-test: ## go test in every module (uses PDS_TEST_DATABASE_URL when set; make test sets it)
+	@failed=(); \
+	for m in $(GO_MODULES); do \
+		echo "go test $$m"; \
+		(cd $$m && go test -timeout $(TEST_TIMEOUT) $(GO_TEST_FLAGS) ./...) || failed+=("$$m"); \
+	done; \
+	if (( $${#failed[@]} )); then echo "go-test: tests failed in: $${failed[*]}" >&2; exit 1; fi
+
+.PHONY: test-short
+test-short: ## Quick tests only (go test -short: no PostgreSQL, no processes)
+	$(MAKE) go-test GO_TEST_FLAGS='-short $(GO_TEST_FLAGS)'
+
+.PHONY: bench
+bench: ## Go benchmarks in every module (-benchmem)
+	for m in $(GO_MODULES); do (cd $$m && echo "go test -bench $$m" && go test -bench . -benchmem -run '^$$' $(GO_TEST_FLAGS) ./...); done
+
+.PHONY: run
+run: ## Run PostgreSQL, control plane, data plane and the demo publisher locally (Ctrl-C stops all)
+	deploy/scripts/run.sh
+
+.PHONY: clean
+clean: ## Remove built binaries, logs and Go test caches (keeps tools, npm packages and ./data/postgres)
+	rm -f $(BIN)/pds-controlplane $(BIN)/pds-dataplane $(BIN)/pds-demo-publisher
+	rm -rf data/logs
+	go clean -testcache
+
+.PHONY: clean-all
+clean-all: clean ## Also remove the built tools, web-admin/node_modules and ./data (the local database too)
+	rm -rf $(BIN) web-admin/node_modules data
