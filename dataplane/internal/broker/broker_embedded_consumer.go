@@ -1,0 +1,682 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of ConsumerOptions, applied when a field is zero.
+const (
+	defaultAckDeadline = 30 * time.Second
+	defaultMaxUnacked  = 1000
+)
+
+// pullExpiry is how long one pull request waits at the engine for messages before it is renewed. It also
+// bounds how long a closed consumer keeps watching for messages already on their way to it.
+const pullExpiry = time.Second
+
+// maxPullBatch caps the engine messages asked for in one pull request (each holds up to BatchRecords).
+const maxPullBatch = 256
+
+// ErrSubscriptionGone is returned by Receive when the subscription or its topic was deleted at the broker
+// while the consumer was attached.
+var ErrSubscriptionGone = errors.New("subscription deleted at the broker")
+
+// Subscribe attaches a consumer to the subscription's durable JetStream pull consumer, creating it if
+// missing. The engine's MaxAckPending counts messages (batches) for all consumers of the subscription
+// together: it is set to twice MaxUnacked (at least 256) as a safety bound, while each consumer enforces
+// MaxUnacked records itself.
+func (b *EmbeddedBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opts ConsumerOptions) (Consumer, error) {
+	if b.isClosed() {
+		return nil, ErrClosed
+	}
+	if opts.AckDeadline <= 0 {
+		opts.AckDeadline = defaultAckDeadline
+	}
+	if opts.MaxUnacked <= 0 {
+		opts.MaxUnacked = defaultMaxUnacked
+	}
+	names := topicNames(sub.Topic)
+	durable := consumerName(sub)
+	if err := b.ensureConsumer(ctx, sub, names.stream, durable, opts); err != nil {
+		return nil, err
+	}
+	c := &embeddedConsumer{
+		broker:        b,
+		pullSubject:   "$JS.API.CONSUMER.MSG.NEXT." + names.stream + "." + durable,
+		inbox:         b.subConn.NewInbox(),
+		acks:          b.ackRegistry(names.stream + "/" + durable),
+		ackDeadline:   opts.AckDeadline,
+		maxUnacked:    opts.MaxUnacked,
+		incoming:      make(chan *nats.Msg, 4*maxPullBatch),
+		closedCh:      make(chan struct{}),
+		capacityFreed: make(chan struct{}, 1),
+		batches:       map[uint64]*fetchedBatch{},
+		outstanding:   map[string]heldRecord{},
+		recordsPerMsg: 1,
+	}
+	var err error
+	// One subscription for the consumer's life: unsubscribing it in Close reaches the engine before the
+	// Naks that follow on the same connection, so released records never go to a dead pull request.
+	c.natsSub, err = b.subConn.ChanSubscribe(c.inbox+".*", c.incoming)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", sub.ID, err)
+	}
+	b.mu.Lock()
+	if b.isClosed() {
+		b.mu.Unlock()
+		_ = c.natsSub.Unsubscribe()
+		return nil, ErrClosed
+	}
+	b.consumers[c] = struct{}{}
+	b.mu.Unlock()
+	return c, nil
+}
+
+func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef, stream, durable string, opts ConsumerOptions) error {
+	maxAckPending := max(2*opts.MaxUnacked, 256)
+	cfg := jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "PDS subscription " + sub.ID,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       opts.AckDeadline,
+		MaxAckPending: maxAckPending,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if !sub.StartTime.IsZero() {
+		start := sub.StartTime.UTC()
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &start
+	}
+	for range 3 {
+		cons, err := b.js.Consumer(ctx, stream, durable)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return fmt.Errorf("subscribe %s: topic %s not ensured at the broker: %w", sub.ID, sub.Topic.ID, err)
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			_, err = b.js.CreateConsumer(ctx, stream, cfg)
+			if errors.Is(err, jetstream.ErrConsumerExists) {
+				continue // created concurrently with other settings: adopt it below
+			}
+			if err != nil {
+				return fmt.Errorf("subscribe %s: create consumer: %w", sub.ID, err)
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("subscribe %s: %w", sub.ID, err)
+		}
+		current := cons.CachedInfo().Config
+		if current.AckWait == cfg.AckWait && current.MaxAckPending == cfg.MaxAckPending {
+			return nil
+		}
+		current.AckWait = cfg.AckWait
+		current.MaxAckPending = cfg.MaxAckPending
+		if _, err := b.js.UpdateConsumer(ctx, stream, current); err != nil {
+			return fmt.Errorf("subscribe %s: update consumer: %w", sub.ID, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("subscribe %s: consumer kept changing concurrently", sub.ID)
+}
+
+func (b *EmbeddedBroker) ackRegistry(key string) *ackRegistry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.acks[key]
+	if !ok {
+		r = &ackRegistry{batches: map[uint64]*ackState{}}
+		b.acks[key] = r
+	}
+	return r
+}
+
+// ackRegistry remembers, per subscription and process, which records of partly acknowledged engine
+// messages were acknowledged, so a redelivered message skips them. Entries go when the message is acked.
+type ackRegistry struct {
+	mu      sync.Mutex
+	batches map[uint64]*ackState // by stream sequence
+}
+
+type ackState struct {
+	acked     []bool
+	remaining int
+}
+
+// unacked lists the record indexes of message seq (holding n records) not yet acknowledged.
+func (r *ackRegistry) unacked(seq uint64, n int) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]int, 0, n)
+	st := r.batches[seq]
+	for i := range n {
+		if st == nil || i >= len(st.acked) || !st.acked[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (r *ackRegistry) isAcked(seq uint64, index int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.batches[seq]
+	return st != nil && index < len(st.acked) && st.acked[index]
+}
+
+// markAcked records the ack and reports whether every record of the message is now acknowledged.
+func (r *ackRegistry) markAcked(seq uint64, index, n int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.batches[seq]
+	if st == nil {
+		st = &ackState{acked: make([]bool, n), remaining: n}
+		r.batches[seq] = st
+	}
+	if index < len(st.acked) && !st.acked[index] {
+		st.acked[index] = true
+		st.remaining--
+	}
+	return st.remaining <= 0
+}
+
+func (r *ackRegistry) forget(seq uint64) {
+	r.mu.Lock()
+	delete(r.batches, seq)
+	r.mu.Unlock()
+}
+
+// fetchedBatch is one delivery of an engine message to this consumer.
+type fetchedBatch struct {
+	msg         *nats.Msg
+	seq         uint64
+	attempt     int
+	publishTime time.Time
+	records     []Record
+	// extendedAt is when the engine's ack timer for this delivery last (re)started.
+	extendedAt time.Time
+	// released: acked, Nak'd or replaced by a newer delivery; its buffered records are dropped.
+	released bool
+}
+
+// heldRecord is a record handed out by Receive and not yet acked or nacked.
+type heldRecord struct {
+	messageRecords int // records in its engine message
+	since          time.Time
+}
+
+// pullRequest is the consumer's open request for messages at the engine.
+type pullRequest struct {
+	seq       uint64 // its inbox is inbox.<seq>
+	open      bool
+	remaining int       // messages it may still bring
+	deadline  time.Time // past this it is treated as ended even if its timeout status got lost
+}
+
+type bufferedRecord struct {
+	batch *fetchedBatch
+	index int
+}
+
+// embeddedConsumer pulls batches with its own pull requests (one open at a time) and hands their records
+// out within MaxUnacked.
+type embeddedConsumer struct {
+	broker      *EmbeddedBroker
+	pullSubject string
+	inbox       string
+	acks        *ackRegistry
+	ackDeadline time.Duration
+	maxUnacked  int
+	natsSub     *nats.Subscription
+	incoming    chan *nats.Msg
+	closedCh    chan struct{}
+	// capacityFreed wakes a Receive blocked on MaxUnacked.
+	capacityFreed chan struct{}
+
+	mu            sync.Mutex
+	closed        bool
+	request       pullRequest // the newest pull request
+	buffer        []bufferedRecord
+	batches       map[uint64]*fetchedBatch // newest delivery held, by stream sequence
+	outstanding   map[string]heldRecord    // handed out, not acked or nacked, by token
+	recordsPerMsg float64                  // moving average, to size pull requests
+}
+
+var _ Consumer = (*embeddedConsumer)(nil)
+
+func (c *embeddedConsumer) Receive(ctx context.Context, limit int) ([]Delivery, error) {
+	limit = max(limit, 1)
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		free := c.maxUnacked - len(c.outstanding)
+		if free > 0 && len(c.buffer) > 0 {
+			if out := c.handOutLocked(min(limit, free)); len(out) > 0 {
+				c.mu.Unlock()
+				return out, nil
+			}
+		}
+		fetchSize := 0
+		if free > 0 {
+			fetchSize = int(float64(free)/c.recordsPerMsg + 0.999)
+			fetchSize = min(max(fetchSize, 1), maxPullBatch)
+		}
+		c.mu.Unlock()
+
+		if free <= 0 {
+			select {
+			case <-c.capacityFreed:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-c.closedCh:
+				return nil, ErrClosed
+			}
+		}
+		if err := c.pull(ctx, fetchSize); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// pull waits for the next engine message on the open pull request, opening one when none is.
+func (c *embeddedConsumer) pull(ctx context.Context, batch int) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if !c.request.open || time.Now().After(c.request.deadline) {
+		c.request = pullRequest{seq: c.request.seq + 1, open: true, remaining: batch, deadline: time.Now().Add(pullExpiry + time.Second)}
+		req, _ := json.Marshal(struct {
+			Batch   int           `json:"batch"`
+			Expires time.Duration `json:"expires"`
+		}{batch, pullExpiry})
+		if err := c.broker.subConn.PublishRequest(c.pullSubject, c.requestInbox(c.request.seq), req); err != nil {
+			c.request.open = false
+			c.mu.Unlock()
+			return fmt.Errorf("receive: pull request: %w", err)
+		}
+	}
+	deadline := c.request.deadline
+	c.mu.Unlock()
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case m := <-c.incoming:
+		if err := c.handleIncoming(m); err != nil {
+			return err
+		}
+		for {
+			select {
+			case m := <-c.incoming:
+				if err := c.handleIncoming(m); err != nil {
+					return err
+				}
+			default:
+				return nil
+			}
+		}
+	case <-timer.C:
+		c.mu.Lock()
+		c.request.open = false
+		c.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.closedCh:
+		return ErrClosed
+	}
+}
+
+func (c *embeddedConsumer) requestInbox(seq uint64) string {
+	return c.inbox + "." + strconv.FormatUint(seq, 10)
+}
+
+func isStatus(m *nats.Msg) bool {
+	return len(m.Data) == 0 && m.Header.Get("Status") != ""
+}
+
+func (c *embeddedConsumer) handleIncoming(m *nats.Msg) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	current := m.Subject == c.requestInbox(c.request.seq)
+	if isStatus(m) {
+		status := m.Header.Get("Status")
+		if !current || status == "100" {
+			return nil // heartbeat, or the end of a request already given up on
+		}
+		c.request.open = false
+		// 503: nothing answers pull requests for this consumer any more (it or its stream is gone).
+		if status == "503" || (status == "409" && strings.Contains(m.Header.Get("Description"), "Consumer Deleted")) {
+			return ErrSubscriptionGone
+		}
+		return nil
+	}
+	// Deliveries carry their stream subject, not the request's inbox, so each counts against the newest
+	// request; one left over from an abandoned request only makes the next request open a little early.
+	c.request.remaining--
+	if c.request.remaining <= 0 {
+		c.request.open = false
+	}
+	c.acceptLocked(m)
+	return nil
+}
+
+// acceptLocked buffers the not yet acknowledged records of a delivered engine message.
+func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
+	if c.closed {
+		c.reply(m, ackNak)
+		return
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		c.broker.log.Error("embedded broker: delivery without metadata", "subject", m.Subject, "err", err)
+		return
+	}
+	records, err := decodeBatchFrame(m.Data)
+	if err != nil {
+		// Redelivering it would fail the same way forever.
+		c.broker.log.Error("embedded broker: dropping undecodable batch", "stream_seq", meta.Sequence.Stream, "err", err)
+		c.reply(m, ackTerm)
+		return
+	}
+	seq := meta.Sequence.Stream
+	c.recordsPerMsg = 0.9*c.recordsPerMsg + 0.1*float64(len(records))
+	pending := c.acks.unacked(seq, len(records))
+	if len(pending) == 0 {
+		c.reply(m, ackAck)
+		c.acks.forget(seq)
+		return
+	}
+	if old, ok := c.batches[seq]; ok {
+		old.released = true
+	}
+	fb := &fetchedBatch{
+		msg:         m,
+		seq:         seq,
+		attempt:     int(meta.NumDelivered),
+		publishTime: meta.Timestamp.UTC(),
+		records:     records,
+		extendedAt:  time.Now(),
+	}
+	c.batches[seq] = fb
+	for _, i := range pending {
+		c.buffer = append(c.buffer, bufferedRecord{batch: fb, index: i})
+	}
+}
+
+func (c *embeddedConsumer) handOutLocked(limit int) []Delivery {
+	out := make([]Delivery, 0, min(limit, len(c.buffer)))
+	used := 0
+	now := time.Now()
+	for used < len(c.buffer) && len(out) < limit {
+		br := c.buffer[used]
+		used++
+		fb := br.batch
+		if fb.released || c.acks.isAcked(fb.seq, br.index) {
+			continue
+		}
+		token := ackToken(fb.seq, br.index)
+		if held, ok := c.outstanding[token]; ok && now.Sub(held.since) < c.ackDeadline {
+			// The message came back for another of its records (Nack): the subscriber still holds
+			// this one within its deadline, so it is not a redelivery yet.
+			continue
+		}
+		// Records that waited in the buffer get a full ack deadline from when they are handed out.
+		if now.Sub(fb.extendedAt) > c.ackDeadline/4 {
+			c.reply(fb.msg, ackInProgress)
+			fb.extendedAt = now
+		}
+		c.outstanding[token] = heldRecord{messageRecords: len(fb.records), since: now}
+		out = append(out, Delivery{
+			Record:      fb.records[br.index],
+			Handle:      AckHandle{Token: token},
+			Attempt:     fb.attempt,
+			PublishTime: fb.publishTime,
+		})
+	}
+	clear(c.buffer[:used])
+	c.buffer = c.buffer[used:]
+	if len(c.buffer) == 0 {
+		c.buffer = nil
+	}
+	return out
+}
+
+func (c *embeddedConsumer) Ack(_ context.Context, handles ...AckHandle) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	for _, h := range handles {
+		seq, index, ok := parseAckToken(h.Token)
+		if !ok {
+			continue
+		}
+		held, ok := c.outstanding[h.Token]
+		if !ok {
+			continue
+		}
+		delete(c.outstanding, h.Token)
+		allAcked := c.acks.markAcked(seq, index, held.messageRecords)
+		fb, holding := c.batches[seq]
+		if !holding {
+			// Nak'd: the redelivery skips this record, or is acked at once when it finds all of them acked.
+			continue
+		}
+		if allAcked {
+			c.reply(fb.msg, ackAck)
+			fb.released = true
+			delete(c.batches, seq)
+			c.acks.forget(seq)
+		}
+	}
+	c.signalCapacity()
+	return nil
+}
+
+func (c *embeddedConsumer) Nack(_ context.Context, handles ...AckHandle) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	for _, h := range handles {
+		seq, _, ok := parseAckToken(h.Token)
+		if !ok {
+			continue
+		}
+		if _, held := c.outstanding[h.Token]; !held {
+			continue
+		}
+		delete(c.outstanding, h.Token)
+		if fb, held := c.batches[seq]; held {
+			// The whole message comes back; its records acknowledged meanwhile are skipped then.
+			c.reply(fb.msg, ackNak)
+			fb.released = true
+			delete(c.batches, seq)
+		}
+	}
+	c.signalCapacity()
+	return nil
+}
+
+func (c *embeddedConsumer) signalCapacity() {
+	select {
+	case c.capacityFreed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *embeddedConsumer) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Close stops pulling and Naks every message it holds, so their records go to other consumers now. Messages
+// still on their way to its open pull request are Nak'd as they arrive by a reaper that runs until that
+// request ends (at most pullExpiry); the broker's Close waits for it.
+func (c *embeddedConsumer) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closedCh)
+	pending := c.request
+	release := make([]*nats.Msg, 0, len(c.batches))
+	for seq, fb := range c.batches {
+		release = append(release, fb.msg)
+		delete(c.batches, seq)
+	}
+	c.buffer = nil
+	clear(c.outstanding)
+	c.mu.Unlock()
+
+	b := c.broker
+	err := b.nakConfirmed(release)
+	reaped := make(chan struct{})
+	b.mu.Lock()
+	delete(b.consumers, c)
+	b.reapers[reaped] = struct{}{}
+	b.mu.Unlock()
+	if pending.open {
+		go c.reap(pending, reaped)
+	} else {
+		c.reap(pending, reaped)
+	}
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("close consumer: %w", err)
+	}
+	return nil
+}
+
+// reap Naks messages that reach the closed consumer until its pull request ends, then unsubscribes. The
+// engine may hand a message to the request at any moment until then, even while an UNSUB is on its way.
+func (c *embeddedConsumer) reap(req pullRequest, done chan struct{}) {
+	b := c.broker
+	defer func() {
+		b.mu.Lock()
+		delete(b.reapers, done)
+		b.mu.Unlock()
+		close(done)
+	}()
+	subject := c.requestInbox(req.seq)
+	timer := time.NewTimer(time.Until(req.deadline))
+	defer timer.Stop()
+	var late []*nats.Msg
+	for remaining := req.remaining; req.open && remaining > 0; {
+		select {
+		case m := <-c.incoming:
+			if isStatus(m) {
+				if m.Subject == subject && m.Header.Get("Status") != "100" {
+					req.open = false
+				}
+				continue
+			}
+			late = append(late, m)
+			remaining--
+		case <-timer.C:
+			req.open = false
+		}
+	}
+	_ = c.natsSub.Unsubscribe()
+	for {
+		select {
+		case m := <-c.incoming:
+			if !isStatus(m) {
+				late = append(late, m)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if err := b.nakConfirmed(late); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		b.log.Warn("embedded broker: releasing messages of a closed consumer", "err", err)
+	}
+}
+
+// nakConfirmed Naks msgs and waits until the engine has processed every Nak, so a broker Close right
+// after cannot leave them unapplied (the records would then wait out their ack deadline after reopen).
+func (b *EmbeddedBroker) nakConfirmed(msgs []*nats.Msg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	inbox := b.subConn.NewInbox()
+	confirmations := make(chan *nats.Msg, len(msgs))
+	sub, err := b.subConn.ChanSubscribe(inbox, confirmations)
+	if err != nil {
+		return fmt.Errorf("release %d messages: %w", len(msgs), err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for _, m := range msgs {
+		if err := b.subConn.PublishRequest(m.Reply, inbox, ackNak); err != nil {
+			return fmt.Errorf("release %d messages: %w", len(msgs), err)
+		}
+	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for range msgs {
+		select {
+		case <-confirmations:
+		case <-timeout.C:
+			return fmt.Errorf("release %d messages: engine did not confirm in time", len(msgs))
+		}
+	}
+	return nil
+}
+
+// Acknowledgement bodies of the JetStream protocol.
+var (
+	ackAck = []byte("+ACK")
+	// A Nak with a delay is stored by the engine (the record is due again after the delay, even across a
+	// restart), unlike a plain Nak, which only queues the record in memory.
+	ackNak        = []byte("-NAK 1ms")
+	ackInProgress = []byte("+WIP")
+	ackTerm       = []byte("+TERM")
+)
+
+// reply sends an acknowledgement on the consumer connection, behind this consumer's earlier requests.
+func (c *embeddedConsumer) reply(m *nats.Msg, body []byte) {
+	if err := c.broker.subConn.Publish(m.Reply, body); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		c.broker.log.Warn("embedded broker: acknowledgement not sent", "kind", string(body), "err", err)
+	}
+}
+
+func ackToken(seq uint64, index int) string {
+	return strconv.FormatUint(seq, 10) + "-" + strconv.Itoa(index)
+}
+
+func parseAckToken(token string) (seq uint64, index int, ok bool) {
+	s, i, found := strings.Cut(token, "-")
+	if !found {
+		return 0, 0, false
+	}
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	index, err = strconv.Atoi(i)
+	if err != nil || index < 0 {
+		return 0, 0, false
+	}
+	return seq, index, true
+}

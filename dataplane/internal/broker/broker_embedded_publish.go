@@ -1,0 +1,184 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publish adds the records, in order, to the open batch of their topic (see topicBatcher) and waits until
+// the engine has acknowledged every batch holding one of them.
+func (b *EmbeddedBroker) Publish(ctx context.Context, topic TopicRef, records []Record) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	for i := range records {
+		r := &records[i]
+		if r.Partition < 0 || r.Partition >= topic.Partitions {
+			return fmt.Errorf("publish to topic %q: record %d: partition %d outside [0, %d)", topic.Name, i, r.Partition, topic.Partitions)
+		}
+		if size := encodedRecordSize(r) + batchFrameHeaderSize; size > embeddedMaxPayload {
+			return fmt.Errorf("publish to topic %q: record %d: encoded size %d bytes exceeds the %d byte limit", topic.Name, i, size, embeddedMaxPayload)
+		}
+	}
+	names := topicNames(topic)
+	batcher := b.batcher(names.batchSubject())
+	var waits []*publishBatch
+	for i := range records {
+		batch, err := batcher.add(&records[i])
+		if err != nil {
+			return fmt.Errorf("publish to topic %q: %w", topic.Name, err)
+		}
+		// The records of one call land in one batch unless it filled up.
+		if !containsBatch(waits, batch) {
+			waits = append(waits, batch)
+		}
+	}
+	for _, batch := range waits {
+		select {
+		case <-batch.done:
+			if batch.err != nil {
+				return fmt.Errorf("publish to topic %q: %w", topic.Name, batch.err)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("publish to topic %q: %w", topic.Name, ctx.Err())
+		case <-b.closed:
+			return ErrClosed
+		}
+	}
+	return nil
+}
+
+func containsBatch(batches []*publishBatch, b *publishBatch) bool {
+	// Scanning from the end finds the common case, a run of records in one batch, at once.
+	for i := len(batches) - 1; i >= 0; i-- {
+		if batches[i] == b {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *EmbeddedBroker) batcher(subject string) *topicBatcher {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pb, ok := b.batchers[subject]
+	if !ok {
+		pb = &topicBatcher{broker: b, subject: subject}
+		b.batchers[subject] = pb
+	}
+	return pb
+}
+
+// publishBatch is one engine message being filled or written; done closes once the engine acknowledged
+// it (err nil) or the write failed.
+type publishBatch struct {
+	frame []byte
+	count int
+	done  chan struct{}
+	err   error
+}
+
+func (p *publishBatch) finish(err error) {
+	p.err = err
+	close(p.done)
+}
+
+// topicBatcher fills the batches of one topic. It batches adaptively: a record is written at once when the
+// topic has no write in flight, and otherwise joins the open batch, which is written when the write in
+// flight is acknowledged or when the batch is full. So an idle topic adds no delay, and under load batches
+// grow with the engine's write latency (fsync included) up to BatchRecords or BatchBytes. Writes leave in
+// the order the batches were sealed, so records keep their publish order in the stream.
+//
+// Batching per topic rather than per partition: JetStream writes (and fsyncs) one stream's messages one
+// after another, so per-partition batches of one topic would only queue behind each other, smaller.
+type topicBatcher struct {
+	broker  *EmbeddedBroker
+	subject string
+
+	mu       sync.Mutex
+	open     *publishBatch
+	inFlight int // batches of this topic written and not yet acknowledged
+}
+
+func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
+	opts := &pb.broker.opts
+	size := encodedRecordSize(r)
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if pb.open != nil && len(pb.open.frame)+size > opts.BatchBytes {
+		if err := pb.writeLocked(); err != nil {
+			return nil, err
+		}
+	}
+	if pb.open == nil {
+		pb.open = &publishBatch{
+			frame: newBatchFrame(batchFrameHeaderSize + 4*size), // grows by append under load
+			done:  make(chan struct{}),
+		}
+	}
+	batch := pb.open
+	batch.frame = appendRecord(batch.frame, r)
+	batch.count++
+	if pb.inFlight == 0 || batch.count >= opts.BatchRecords || len(batch.frame) >= opts.BatchBytes {
+		if err := pb.writeLocked(); err != nil {
+			return nil, err
+		}
+	}
+	return batch, nil
+}
+
+// writeLocked seals the open batch and hands it to the engine. It blocks while InFlightWrites batches are
+// unacknowledged across the broker; holding the lock meanwhile keeps this topic's batches in order and
+// pushes back on its publishers.
+func (pb *topicBatcher) writeLocked() error {
+	batch := pb.open
+	pb.open = nil
+	sealBatchFrame(batch.frame, batch.count)
+	b := pb.broker
+	select {
+	case b.writeSlots <- struct{}{}:
+	case <-b.closed:
+		batch.finish(ErrClosed)
+		return ErrClosed
+	}
+	future, err := b.js.PublishMsgAsync(&nats.Msg{Subject: pb.subject, Data: batch.frame})
+	if err != nil {
+		<-b.writeSlots
+		err = fmt.Errorf("write batch to %s: %w", pb.subject, err)
+		batch.finish(err)
+		return err
+	}
+	pb.inFlight++
+	go pb.awaitWrite(future, batch)
+	return nil
+}
+
+func (pb *topicBatcher) awaitWrite(future jetstream.PubAckFuture, batch *publishBatch) {
+	b := pb.broker
+	select {
+	case <-future.Ok():
+		batch.finish(nil)
+	case err := <-future.Err():
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+			err = fmt.Errorf("no stream holds %s (topic not ensured?): %w", pb.subject, err)
+		} else {
+			err = fmt.Errorf("write batch to %s: %w", pb.subject, err)
+		}
+		batch.finish(err)
+	case <-b.closed:
+		batch.finish(ErrClosed)
+	}
+	<-b.writeSlots
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	pb.inFlight--
+	if pb.inFlight == 0 && pb.open != nil && !b.isClosed() {
+		// An error here reaches the batch's waiters through finish.
+		_ = pb.writeLocked()
+	}
+}
