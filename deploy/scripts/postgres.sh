@@ -32,7 +32,8 @@ pg_bindir() {
 
 as_pg_user() {
 	if [[ "$(id -u)" == 0 ]]; then
-		runuser -u postgres -- "$@"
+		# From / so that a caller's private working directory (mktemp -d) does not trouble user postgres.
+		(cd / && runuser -u postgres -- "$@")
 	else
 		"$@"
 	fi
