@@ -116,3 +116,23 @@ type LatestViews interface {
 	// GetLatest returns the newest value; ok is false when the key was never put.
 	GetLatest(ctx context.Context, tenantID, view, key string) (value []byte, ok bool, err error)
 }
+
+// SeekPosition says where a subscription resumes; exactly one of its fields is set.
+type SeekPosition struct {
+	// Earliest: the oldest record the broker still stores.
+	Earliest bool
+	// Latest: only records published after the seek.
+	Latest bool
+	// Time: the first record published at or after it.
+	Time time.Time
+}
+
+// Seeker is a Broker capability every driver provides (found by type assertion so a driver can be
+// written in steps): it moves a durable subscription.
+type Seeker interface {
+	// Seek moves the subscription, creating it if missing. Records before the position count as
+	// acknowledged; records from it on are delivered again, acknowledged or not. Consumers attached
+	// during the seek may still receive records from the old position that were already on their way;
+	// after Seek returns, new deliveries follow the new position.
+	Seek(ctx context.Context, sub SubscriptionRef, pos SeekPosition) error
+}

@@ -29,6 +29,9 @@ const (
 	SubscriptionAction_SUBSCRIPTION_ACTION_UPDATE      SubscriptionAction = 2
 	SubscriptionAction_SUBSCRIPTION_ACTION_DELETE      SubscriptionAction = 3
 	SubscriptionAction_SUBSCRIPTION_ACTION_GET         SubscriptionAction = 4
+	// Moves the subscription to `seek`: replay from a point in time or the earliest stored event, or skip to
+	// the latest. Only subscription_id is read from `subscription`.
+	SubscriptionAction_SUBSCRIPTION_ACTION_SEEK SubscriptionAction = 5
 )
 
 // Enum value maps for SubscriptionAction.
@@ -39,6 +42,7 @@ var (
 		2: "SUBSCRIPTION_ACTION_UPDATE",
 		3: "SUBSCRIPTION_ACTION_DELETE",
 		4: "SUBSCRIPTION_ACTION_GET",
+		5: "SUBSCRIPTION_ACTION_SEEK",
 	}
 	SubscriptionAction_value = map[string]int32{
 		"SUBSCRIPTION_ACTION_UNSPECIFIED": 0,
@@ -46,6 +50,7 @@ var (
 		"SUBSCRIPTION_ACTION_UPDATE":      2,
 		"SUBSCRIPTION_ACTION_DELETE":      3,
 		"SUBSCRIPTION_ACTION_GET":         4,
+		"SUBSCRIPTION_ACTION_SEEK":        5,
 	}
 )
 
@@ -518,8 +523,10 @@ func (x *AcknowledgeResponse) GetUnknownAckIds() []string {
 type SubscriptionRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Action SubscriptionAction     `protobuf:"varint,1,opt,name=action,proto3,enum=pds.v1.SubscriptionAction" json:"action,omitempty"`
-	// For DELETE and GET only subscription_id is read.
-	Subscription  *Subscription `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	// For DELETE, GET and SEEK only subscription_id is read.
+	Subscription *Subscription `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	// Required for SEEK.
+	Seek          *SeekPosition `protobuf:"bytes,3,opt,name=seek,proto3" json:"seek,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,6 +575,116 @@ func (x *SubscriptionRequest) GetSubscription() *Subscription {
 	return nil
 }
 
+func (x *SubscriptionRequest) GetSeek() *SeekPosition {
+	if x != nil {
+		return x.Seek
+	}
+	return nil
+}
+
+// SeekPosition says where a subscription resumes. Events before it count as acknowledged; events after it
+// are delivered again, acknowledged or not.
+type SeekPosition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Position:
+	//
+	//	*SeekPosition_Earliest
+	//	*SeekPosition_Latest
+	//	*SeekPosition_Timestamp
+	Position      isSeekPosition_Position `protobuf_oneof:"position"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeekPosition) Reset() {
+	*x = SeekPosition{}
+	mi := &file_pds_v1_stream_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeekPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeekPosition) ProtoMessage() {}
+
+func (x *SeekPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_pds_v1_stream_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeekPosition.ProtoReflect.Descriptor instead.
+func (*SeekPosition) Descriptor() ([]byte, []int) {
+	return file_pds_v1_stream_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SeekPosition) GetPosition() isSeekPosition_Position {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *SeekPosition) GetEarliest() bool {
+	if x != nil {
+		if x, ok := x.Position.(*SeekPosition_Earliest); ok {
+			return x.Earliest
+		}
+	}
+	return false
+}
+
+func (x *SeekPosition) GetLatest() bool {
+	if x != nil {
+		if x, ok := x.Position.(*SeekPosition_Latest); ok {
+			return x.Latest
+		}
+	}
+	return false
+}
+
+func (x *SeekPosition) GetTimestamp() string {
+	if x != nil {
+		if x, ok := x.Position.(*SeekPosition_Timestamp); ok {
+			return x.Timestamp
+		}
+	}
+	return ""
+}
+
+type isSeekPosition_Position interface {
+	isSeekPosition_Position()
+}
+
+type SeekPosition_Earliest struct {
+	// The oldest event the broker still stores.
+	Earliest bool `protobuf:"varint,1,opt,name=earliest,proto3,oneof"`
+}
+
+type SeekPosition_Latest struct {
+	// Only events published from now on.
+	Latest bool `protobuf:"varint,2,opt,name=latest,proto3,oneof"`
+}
+
+type SeekPosition_Timestamp struct {
+	// The first event published at or after this RFC 3339 time.
+	Timestamp string `protobuf:"bytes,3,opt,name=timestamp,proto3,oneof"`
+}
+
+func (*SeekPosition_Earliest) isSeekPosition_Position() {}
+
+func (*SeekPosition_Latest) isSeekPosition_Position() {}
+
+func (*SeekPosition_Timestamp) isSeekPosition_Position() {}
+
 type SubscriptionResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Subscription *Subscription          `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
@@ -579,7 +696,7 @@ type SubscriptionResponse struct {
 
 func (x *SubscriptionResponse) Reset() {
 	*x = SubscriptionResponse{}
-	mi := &file_pds_v1_stream_proto_msgTypes[9]
+	mi := &file_pds_v1_stream_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +708,7 @@ func (x *SubscriptionResponse) String() string {
 func (*SubscriptionResponse) ProtoMessage() {}
 
 func (x *SubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pds_v1_stream_proto_msgTypes[9]
+	mi := &file_pds_v1_stream_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +721,7 @@ func (x *SubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*SubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_pds_v1_stream_proto_rawDescGZIP(), []int{9}
+	return file_pds_v1_stream_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubscriptionResponse) GetSubscription() *Subscription {
@@ -652,19 +769,27 @@ const file_pds_v1_stream_proto_rawDesc = "" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x17\n" +
 	"\aack_ids\x18\x02 \x03(\tR\x06ackIds\"=\n" +
 	"\x13AcknowledgeResponse\x12&\n" +
-	"\x0funknown_ack_ids\x18\x01 \x03(\tR\runknownAckIds\"\x83\x01\n" +
+	"\x0funknown_ack_ids\x18\x01 \x03(\tR\runknownAckIds\"\xad\x01\n" +
 	"\x13SubscriptionRequest\x122\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1a.pds.v1.SubscriptionActionR\x06action\x128\n" +
-	"\fsubscription\x18\x02 \x01(\v2\x14.pds.v1.SubscriptionR\fsubscription\"w\n" +
+	"\fsubscription\x18\x02 \x01(\v2\x14.pds.v1.SubscriptionR\fsubscription\x12(\n" +
+	"\x04seek\x18\x03 \x01(\v2\x14.pds.v1.SeekPositionR\x04seek\"r\n" +
+	"\fSeekPosition\x12\x1c\n" +
+	"\bearliest\x18\x01 \x01(\bH\x00R\bearliest\x12\x18\n" +
+	"\x06latest\x18\x02 \x01(\bH\x00R\x06latest\x12\x1e\n" +
+	"\ttimestamp\x18\x03 \x01(\tH\x00R\ttimestampB\n" +
+	"\n" +
+	"\bposition\"w\n" +
 	"\x14SubscriptionResponse\x128\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x14.pds.v1.SubscriptionR\fsubscription\x12%\n" +
-	"\x0econfig_version\x18\x02 \x01(\x04R\rconfigVersion*\xb6\x01\n" +
+	"\x0econfig_version\x18\x02 \x01(\x04R\rconfigVersion*\xd4\x01\n" +
 	"\x12SubscriptionAction\x12#\n" +
 	"\x1fSUBSCRIPTION_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aSUBSCRIPTION_ACTION_CREATE\x10\x01\x12\x1e\n" +
 	"\x1aSUBSCRIPTION_ACTION_UPDATE\x10\x02\x12\x1e\n" +
 	"\x1aSUBSCRIPTION_ACTION_DELETE\x10\x03\x12\x1b\n" +
-	"\x17SUBSCRIPTION_ACTION_GET\x10\x042\xac\x02\n" +
+	"\x17SUBSCRIPTION_ACTION_GET\x10\x04\x12\x1c\n" +
+	"\x18SUBSCRIPTION_ACTION_SEEK\x10\x052\xac\x02\n" +
 	"\x0fPortfolioStream\x12D\n" +
 	"\x0fStreamPortfolio\x12\x15.pds.v1.StreamRequest\x1a\x18.pds.v1.PortfolioMessage0\x01\x12O\n" +
 	"\x12ManageSubscription\x12\x1b.pds.v1.SubscriptionRequest\x1a\x1c.pds.v1.SubscriptionResponse\x12:\n" +
@@ -684,7 +809,7 @@ func file_pds_v1_stream_proto_rawDescGZIP() []byte {
 }
 
 var file_pds_v1_stream_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pds_v1_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_pds_v1_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_pds_v1_stream_proto_goTypes = []any{
 	(SubscriptionAction)(0),       // 0: pds.v1.SubscriptionAction
 	(*StreamRequest)(nil),         // 1: pds.v1.StreamRequest
@@ -696,34 +821,36 @@ var file_pds_v1_stream_proto_goTypes = []any{
 	(*AcknowledgeRequest)(nil),    // 7: pds.v1.AcknowledgeRequest
 	(*AcknowledgeResponse)(nil),   // 8: pds.v1.AcknowledgeResponse
 	(*SubscriptionRequest)(nil),   // 9: pds.v1.SubscriptionRequest
-	(*SubscriptionResponse)(nil),  // 10: pds.v1.SubscriptionResponse
-	(*PortfolioDistributed)(nil),  // 11: pds.v1.PortfolioDistributed
-	(PortfolioDataType)(0),        // 12: pds.v1.PortfolioDataType
-	(*PortfolioDistribution)(nil), // 13: pds.v1.PortfolioDistribution
-	(*Subscription)(nil),          // 14: pds.v1.Subscription
+	(*SeekPosition)(nil),          // 10: pds.v1.SeekPosition
+	(*SubscriptionResponse)(nil),  // 11: pds.v1.SubscriptionResponse
+	(*PortfolioDistributed)(nil),  // 12: pds.v1.PortfolioDistributed
+	(PortfolioDataType)(0),        // 13: pds.v1.PortfolioDataType
+	(*PortfolioDistribution)(nil), // 14: pds.v1.PortfolioDistribution
+	(*Subscription)(nil),          // 15: pds.v1.Subscription
 }
 var file_pds_v1_stream_proto_depIdxs = []int32{
 	3,  // 0: pds.v1.PortfolioMessage.events:type_name -> pds.v1.DeliveredEvent
-	11, // 1: pds.v1.DeliveredEvent.event:type_name -> pds.v1.PortfolioDistributed
-	12, // 2: pds.v1.DeliveredEvent.data_type:type_name -> pds.v1.PortfolioDataType
-	13, // 3: pds.v1.PublishRequest.events:type_name -> pds.v1.PortfolioDistribution
+	12, // 1: pds.v1.DeliveredEvent.event:type_name -> pds.v1.PortfolioDistributed
+	13, // 2: pds.v1.DeliveredEvent.data_type:type_name -> pds.v1.PortfolioDataType
+	14, // 3: pds.v1.PublishRequest.events:type_name -> pds.v1.PortfolioDistribution
 	6,  // 4: pds.v1.PublishResponse.events:type_name -> pds.v1.PublishedEvent
 	0,  // 5: pds.v1.SubscriptionRequest.action:type_name -> pds.v1.SubscriptionAction
-	14, // 6: pds.v1.SubscriptionRequest.subscription:type_name -> pds.v1.Subscription
-	14, // 7: pds.v1.SubscriptionResponse.subscription:type_name -> pds.v1.Subscription
-	1,  // 8: pds.v1.PortfolioStream.StreamPortfolio:input_type -> pds.v1.StreamRequest
-	9,  // 9: pds.v1.PortfolioStream.ManageSubscription:input_type -> pds.v1.SubscriptionRequest
-	4,  // 10: pds.v1.PortfolioStream.Publish:input_type -> pds.v1.PublishRequest
-	7,  // 11: pds.v1.PortfolioStream.Acknowledge:input_type -> pds.v1.AcknowledgeRequest
-	2,  // 12: pds.v1.PortfolioStream.StreamPortfolio:output_type -> pds.v1.PortfolioMessage
-	10, // 13: pds.v1.PortfolioStream.ManageSubscription:output_type -> pds.v1.SubscriptionResponse
-	5,  // 14: pds.v1.PortfolioStream.Publish:output_type -> pds.v1.PublishResponse
-	8,  // 15: pds.v1.PortfolioStream.Acknowledge:output_type -> pds.v1.AcknowledgeResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 6: pds.v1.SubscriptionRequest.subscription:type_name -> pds.v1.Subscription
+	10, // 7: pds.v1.SubscriptionRequest.seek:type_name -> pds.v1.SeekPosition
+	15, // 8: pds.v1.SubscriptionResponse.subscription:type_name -> pds.v1.Subscription
+	1,  // 9: pds.v1.PortfolioStream.StreamPortfolio:input_type -> pds.v1.StreamRequest
+	9,  // 10: pds.v1.PortfolioStream.ManageSubscription:input_type -> pds.v1.SubscriptionRequest
+	4,  // 11: pds.v1.PortfolioStream.Publish:input_type -> pds.v1.PublishRequest
+	7,  // 12: pds.v1.PortfolioStream.Acknowledge:input_type -> pds.v1.AcknowledgeRequest
+	2,  // 13: pds.v1.PortfolioStream.StreamPortfolio:output_type -> pds.v1.PortfolioMessage
+	11, // 14: pds.v1.PortfolioStream.ManageSubscription:output_type -> pds.v1.SubscriptionResponse
+	5,  // 15: pds.v1.PortfolioStream.Publish:output_type -> pds.v1.PublishResponse
+	8,  // 16: pds.v1.PortfolioStream.Acknowledge:output_type -> pds.v1.AcknowledgeResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pds_v1_stream_proto_init() }
@@ -733,13 +860,18 @@ func file_pds_v1_stream_proto_init() {
 	}
 	file_pds_v1_portfolio_proto_init()
 	file_pds_v1_subscription_proto_init()
+	file_pds_v1_stream_proto_msgTypes[9].OneofWrappers = []any{
+		(*SeekPosition_Earliest)(nil),
+		(*SeekPosition_Latest)(nil),
+		(*SeekPosition_Timestamp)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pds_v1_stream_proto_rawDesc), len(file_pds_v1_stream_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pds/v1/stream.proto.
  */
 export const file_pds_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("ChNwZHMvdjEvc3RyZWFtLnByb3RvEgZwZHMudjEiUQoNU3RyZWFtUmVxdWVzdBIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSFQoNbWF4X2luX2ZsaWdodBgCIAEoBRIQCghhdXRvX2FjaxgDIAEoCCI6ChBQb3J0Zm9saW9NZXNzYWdlEiYKBmV2ZW50cxgBIAMoCzIWLnBkcy52MS5EZWxpdmVyZWRFdmVudCKnAQoORGVsaXZlcmVkRXZlbnQSDgoGYWNrX2lkGAEgASgJEisKBWV2ZW50GAIgASgLMhwucGRzLnYxLlBvcnRmb2xpb0Rpc3RyaWJ1dGVkEiwKCWRhdGFfdHlwZRgDIAEoDjIZLnBkcy52MS5Qb3J0Zm9saW9EYXRhVHlwZRIQCghwcmlvcml0eRgEIAEoBRIYChBkZWxpdmVyeV9hdHRlbXB0GAUgASgFIj8KDlB1Ymxpc2hSZXF1ZXN0Ei0KBmV2ZW50cxgBIAMoCzIdLnBkcy52MS5Qb3J0Zm9saW9EaXN0cmlidXRpb24iOQoPUHVibGlzaFJlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnBkcy52MS5QdWJsaXNoZWRFdmVudCJZCg5QdWJsaXNoZWRFdmVudBIQCghldmVudF9pZBgBIAEoCRINCgV0b3BpYxgCIAEoCRITCgtyb3V0aW5nX2tleRgDIAEoCRIRCglwYXJ0aXRpb24YBCABKAUiPgoSQWNrbm93bGVkZ2VSZXF1ZXN0EhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoCRIPCgdhY2tfaWRzGAIgAygJIi4KE0Fja25vd2xlZGdlUmVzcG9uc2USFwoPdW5rbm93bl9hY2tfaWRzGAEgAygJIm0KE1N1YnNjcmlwdGlvblJlcXVlc3QSKgoGYWN0aW9uGAEgASgOMhoucGRzLnYxLlN1YnNjcmlwdGlvbkFjdGlvbhIqCgxzdWJzY3JpcHRpb24YAiABKAsyFC5wZHMudjEuU3Vic2NyaXB0aW9uIloKFFN1YnNjcmlwdGlvblJlc3BvbnNlEioKDHN1YnNjcmlwdGlvbhgBIAEoCzIULnBkcy52MS5TdWJzY3JpcHRpb24SFgoOY29uZmlnX3ZlcnNpb24YAiABKAQqtgEKElN1YnNjcmlwdGlvbkFjdGlvbhIjCh9TVUJTQ1JJUFRJT05fQUNUSU9OX1VOU1BFQ0lGSUVEEAASHgoaU1VCU0NSSVBUSU9OX0FDVElPTl9DUkVBVEUQARIeChpTVUJTQ1JJUFRJT05fQUNUSU9OX1VQREFURRACEh4KGlNVQlNDUklQVElPTl9BQ1RJT05fREVMRVRFEAMSGwoXU1VCU0NSSVBUSU9OX0FDVElPTl9HRVQQBDKsAgoPUG9ydGZvbGlvU3RyZWFtEkQKD1N0cmVhbVBvcnRmb2xpbxIVLnBkcy52MS5TdHJlYW1SZXF1ZXN0GhgucGRzLnYxLlBvcnRmb2xpb01lc3NhZ2UwARJPChJNYW5hZ2VTdWJzY3JpcHRpb24SGy5wZHMudjEuU3Vic2NyaXB0aW9uUmVxdWVzdBocLnBkcy52MS5TdWJzY3JpcHRpb25SZXNwb25zZRI6CgdQdWJsaXNoEhYucGRzLnYxLlB1Ymxpc2hSZXF1ZXN0GhcucGRzLnYxLlB1Ymxpc2hSZXNwb25zZRJGCgtBY2tub3dsZWRnZRIaLnBkcy52MS5BY2tub3dsZWRnZVJlcXVlc3QaGy5wZHMudjEuQWNrbm93bGVkZ2VSZXNwb25zZUI1WjNnaXRodWIuY29tL3Bkcy1wbGF0Zm9ybS9wZHMvY29tbW9uL2dlbi9wZHMvdjE7cGRzdjFiBnByb3RvMw", [file_pds_v1_portfolio, file_pds_v1_subscription]);
+  fileDesc("ChNwZHMvdjEvc3RyZWFtLnByb3RvEgZwZHMudjEiUQoNU3RyZWFtUmVxdWVzdBIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSFQoNbWF4X2luX2ZsaWdodBgCIAEoBRIQCghhdXRvX2FjaxgDIAEoCCI6ChBQb3J0Zm9saW9NZXNzYWdlEiYKBmV2ZW50cxgBIAMoCzIWLnBkcy52MS5EZWxpdmVyZWRFdmVudCKnAQoORGVsaXZlcmVkRXZlbnQSDgoGYWNrX2lkGAEgASgJEisKBWV2ZW50GAIgASgLMhwucGRzLnYxLlBvcnRmb2xpb0Rpc3RyaWJ1dGVkEiwKCWRhdGFfdHlwZRgDIAEoDjIZLnBkcy52MS5Qb3J0Zm9saW9EYXRhVHlwZRIQCghwcmlvcml0eRgEIAEoBRIYChBkZWxpdmVyeV9hdHRlbXB0GAUgASgFIj8KDlB1Ymxpc2hSZXF1ZXN0Ei0KBmV2ZW50cxgBIAMoCzIdLnBkcy52MS5Qb3J0Zm9saW9EaXN0cmlidXRpb24iOQoPUHVibGlzaFJlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnBkcy52MS5QdWJsaXNoZWRFdmVudCJZCg5QdWJsaXNoZWRFdmVudBIQCghldmVudF9pZBgBIAEoCRINCgV0b3BpYxgCIAEoCRITCgtyb3V0aW5nX2tleRgDIAEoCRIRCglwYXJ0aXRpb24YBCABKAUiPgoSQWNrbm93bGVkZ2VSZXF1ZXN0EhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoCRIPCgdhY2tfaWRzGAIgAygJIi4KE0Fja25vd2xlZGdlUmVzcG9uc2USFwoPdW5rbm93bl9hY2tfaWRzGAEgAygJIpEBChNTdWJzY3JpcHRpb25SZXF1ZXN0EioKBmFjdGlvbhgBIAEoDjIaLnBkcy52MS5TdWJzY3JpcHRpb25BY3Rpb24SKgoMc3Vic2NyaXB0aW9uGAIgASgLMhQucGRzLnYxLlN1YnNjcmlwdGlvbhIiCgRzZWVrGAMgASgLMhQucGRzLnYxLlNlZWtQb3NpdGlvbiJVCgxTZWVrUG9zaXRpb24SEgoIZWFybGllc3QYASABKAhIABIQCgZsYXRlc3QYAiABKAhIABITCgl0aW1lc3RhbXAYAyABKAlIAEIKCghwb3NpdGlvbiJaChRTdWJzY3JpcHRpb25SZXNwb25zZRIqCgxzdWJzY3JpcHRpb24YASABKAsyFC5wZHMudjEuU3Vic2NyaXB0aW9uEhYKDmNvbmZpZ192ZXJzaW9uGAIgASgEKtQBChJTdWJzY3JpcHRpb25BY3Rpb24SIwofU1VCU0NSSVBUSU9OX0FDVElPTl9VTlNQRUNJRklFRBAAEh4KGlNVQlNDUklQVElPTl9BQ1RJT05fQ1JFQVRFEAESHgoaU1VCU0NSSVBUSU9OX0FDVElPTl9VUERBVEUQAhIeChpTVUJTQ1JJUFRJT05fQUNUSU9OX0RFTEVURRADEhsKF1NVQlNDUklQVElPTl9BQ1RJT05fR0VUEAQSHAoYU1VCU0NSSVBUSU9OX0FDVElPTl9TRUVLEAUyrAIKD1BvcnRmb2xpb1N0cmVhbRJECg9TdHJlYW1Qb3J0Zm9saW8SFS5wZHMudjEuU3RyZWFtUmVxdWVzdBoYLnBkcy52MS5Qb3J0Zm9saW9NZXNzYWdlMAESTwoSTWFuYWdlU3Vic2NyaXB0aW9uEhsucGRzLnYxLlN1YnNjcmlwdGlvblJlcXVlc3QaHC5wZHMudjEuU3Vic2NyaXB0aW9uUmVzcG9uc2USOgoHUHVibGlzaBIWLnBkcy52MS5QdWJsaXNoUmVxdWVzdBoXLnBkcy52MS5QdWJsaXNoUmVzcG9uc2USRgoLQWNrbm93bGVkZ2USGi5wZHMudjEuQWNrbm93bGVkZ2VSZXF1ZXN0GhsucGRzLnYxLkFja25vd2xlZGdlUmVzcG9uc2VCNVozZ2l0aHViLmNvbS9wZHMtcGxhdGZvcm0vcGRzL2NvbW1vbi9nZW4vcGRzL3YxO3Bkc3YxYgZwcm90bzM", [file_pds_v1_portfolio, file_pds_v1_subscription]);
 
 /**
  * @generated from message pds.v1.StreamRequest
@@ -226,11 +226,18 @@ export type SubscriptionRequest = Message<"pds.v1.SubscriptionRequest"> & {
   action: SubscriptionAction;
 
   /**
-   * For DELETE and GET only subscription_id is read.
+   * For DELETE, GET and SEEK only subscription_id is read.
    *
    * @generated from field: pds.v1.Subscription subscription = 2;
    */
   subscription?: Subscription | undefined;
+
+  /**
+   * Required for SEEK.
+   *
+   * @generated from field: pds.v1.SeekPosition seek = 3;
+   */
+  seek?: SeekPosition | undefined;
 };
 
 /**
@@ -239,6 +246,50 @@ export type SubscriptionRequest = Message<"pds.v1.SubscriptionRequest"> & {
  */
 export const SubscriptionRequestSchema: GenMessage<SubscriptionRequest> = /*@__PURE__*/
   messageDesc(file_pds_v1_stream, 8);
+
+/**
+ * SeekPosition says where a subscription resumes. Events before it count as acknowledged; events after it
+ * are delivered again, acknowledged or not.
+ *
+ * @generated from message pds.v1.SeekPosition
+ */
+export type SeekPosition = Message<"pds.v1.SeekPosition"> & {
+  /**
+   * @generated from oneof pds.v1.SeekPosition.position
+   */
+  position: {
+    /**
+     * The oldest event the broker still stores.
+     *
+     * @generated from field: bool earliest = 1;
+     */
+    value: boolean;
+    case: "earliest";
+  } | {
+    /**
+     * Only events published from now on.
+     *
+     * @generated from field: bool latest = 2;
+     */
+    value: boolean;
+    case: "latest";
+  } | {
+    /**
+     * The first event published at or after this RFC 3339 time.
+     *
+     * @generated from field: string timestamp = 3;
+     */
+    value: string;
+    case: "timestamp";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message pds.v1.SeekPosition.
+ * Use `create(SeekPositionSchema)` to create a new message.
+ */
+export const SeekPositionSchema: GenMessage<SeekPosition> = /*@__PURE__*/
+  messageDesc(file_pds_v1_stream, 9);
 
 /**
  * @generated from message pds.v1.SubscriptionResponse
@@ -262,7 +313,7 @@ export type SubscriptionResponse = Message<"pds.v1.SubscriptionResponse"> & {
  * Use `create(SubscriptionResponseSchema)` to create a new message.
  */
 export const SubscriptionResponseSchema: GenMessage<SubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_pds_v1_stream, 9);
+  messageDesc(file_pds_v1_stream, 10);
 
 /**
  * @generated from enum pds.v1.SubscriptionAction
@@ -292,6 +343,14 @@ export enum SubscriptionAction {
    * @generated from enum value: SUBSCRIPTION_ACTION_GET = 4;
    */
   GET = 4,
+
+  /**
+   * Moves the subscription to `seek`: replay from a point in time or the earliest stored event, or skip to
+   * the latest. Only subscription_id is read from `subscription`.
+   *
+   * @generated from enum value: SUBSCRIPTION_ACTION_SEEK = 5;
+   */
+  SEEK = 5,
 }
 
 /**
