@@ -24,7 +24,7 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install what is missing (PostgreSQL, shellcheck, npm packages, Go tools); quick when all is there
+deps: ## Install what is missing (PostgreSQL, shellcheck, Java 17, Maven, the Pulsar distribution, npm packages, Go tools); quick when all is there
 	deploy/scripts/ensure-deps.sh
 
 .PHONY: tools
@@ -78,12 +78,20 @@ binaries: ## Build pds-controlplane, pds-dataplane and pds-demo-publisher into .
 	mkdir -p $(BIN)
 	go build -o $(BIN)/ $(BINARIES)
 
+# Pulsar takes 20-60 s to start: it starts in the background while check-gen, lint and build run.
 .PHONY: test
-test: deps check-gen lint build ## Everything CI runs: deps, check-gen, lint, build, then go test -race with a real PostgreSQL
+test: deps ## Everything CI runs: deps, check-gen, lint, build, then go test -race with a real PostgreSQL and Pulsar
+	deploy/scripts/with-pulsar.sh --no-wait $(MAKE) check-gen lint build test-with-services
+
+# Run by make test inside with-pulsar.sh: waits for its Pulsar, then go test -race with a temporary PostgreSQL.
+.PHONY: test-with-services
+test-with-services:
+	@[[ -n "$${PDS_TEST_PULSAR_DIR:-}" ]] || { echo "test-with-services: run it through make test (with-pulsar.sh)" >&2; exit 1; }
+	deploy/scripts/pulsar.sh wait "$$PDS_TEST_PULSAR_DIR" >/dev/null
 	deploy/scripts/with-postgres.sh $(MAKE) go-test GO_TEST_FLAGS='-race $(GO_TEST_FLAGS)'
 
 .PHONY: go-test
-go-test: ## go test in every module (uses PDS_TEST_DATABASE_URL when set; make test sets it)
+go-test: ## go test in every module (uses PDS_TEST_DATABASE_URL and PDS_TEST_PULSAR_URL/_ADMIN_URL when set; make test sets them)
 	@failed=(); \
 	for m in $(GO_MODULES); do \
 		echo "go test $$m"; \
@@ -100,15 +108,15 @@ bench: ## Go benchmarks in every module (-benchmem)
 	for m in $(GO_MODULES); do (cd $$m && echo "go test -bench $$m" && go test -bench . -benchmem -run '^$$' $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: run
-run: ## Run PostgreSQL, control plane, data plane and the demo publisher locally (Ctrl-C stops all)
+run: ## Run PostgreSQL, control plane, data plane and the demo publisher locally; PDS_BROKER=pulsar also Pulsar (Ctrl-C stops all)
 	deploy/scripts/run.sh
 
 .PHONY: clean
-clean: ## Remove built binaries, logs and Go test caches (keeps tools, npm packages and ./data/postgres)
+clean: ## Remove built binaries, logs and Go test caches (keeps tools, npm packages, ./data/postgres and ./data/pulsar)
 	rm -f $(BIN)/pds-controlplane $(BIN)/pds-dataplane $(BIN)/pds-demo-publisher
 	rm -rf data/logs
 	go clean -testcache
 
 .PHONY: clean-all
-clean-all: clean ## Also remove the built tools, web-admin/node_modules and ./data (the local database too)
+clean-all: clean ## Also remove the built tools, web-admin/node_modules and ./data (the local database and Pulsar data too)
 	rm -rf $(BIN) web-admin/node_modules data

@@ -2,6 +2,10 @@ package db_test
 
 import (
 	"context"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +28,26 @@ func connect(t *testing.T, databaseURL string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// shippedVersions lists the versions of the migration files in db.Migrations, in order.
+func shippedVersions(t *testing.T) []int64 {
+	t.Helper()
+	names, err := fs.Glob(db.Migrations, "migrations/*.sql")
+	if err != nil {
+		t.Fatalf("list migrations: %v", err)
+	}
+	var versions []int64
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		v, err := strconv.ParseInt(base[:strings.IndexByte(base, '_')], 10, 64)
+		if err != nil {
+			t.Fatalf("migration %s has no numeric version prefix: %v", name, err)
+		}
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	return versions
 }
 
 // appliedVersions lists the versions goose recorded as applied, in order.
@@ -51,7 +75,7 @@ func TestMigrateCreatesSchemaOnEmptyDatabase(t *testing.T) {
 	}
 
 	conn := connect(t, databaseURL)
-	for _, table := range []string{"tenants", "portfolio_topics", "portfolio_subscriptions", "config_outbox"} {
+	for _, table := range []string{"tenants", "portfolio_topics", "portfolio_subscriptions", "config_outbox", "topic_broker_status"} {
 		var exists bool
 		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
 			t.Fatalf("look up table %s: %v", table, err)
@@ -64,8 +88,8 @@ func TestMigrateCreatesSchemaOnEmptyDatabase(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT name FROM tenants WHERE id = '00000000-0000-0000-0000-000000000001'").Scan(&tenantName); err != nil {
 		t.Fatalf("default tenant missing after Migrate: %v", err)
 	}
-	if got := appliedVersions(t, conn); len(got) != 1 || got[0] != 1 {
-		t.Errorf("applied versions = %v, want [1]", got)
+	if got, want := appliedVersions(t, conn), shippedVersions(t); !slices.Equal(got, want) {
+		t.Errorf("applied versions = %v, want every shipped migration %v", got, want)
 	}
 }
 
@@ -112,7 +136,7 @@ func TestMigrateConcurrentStartsApplyOnce(t *testing.T) {
 	}
 
 	conn := connect(t, databaseURL)
-	if got := appliedVersions(t, conn); len(got) != 1 {
-		t.Errorf("applied versions = %v after %d concurrent Migrate calls, want exactly [1]", got, replicas)
+	if got, want := appliedVersions(t, conn), shippedVersions(t); !slices.Equal(got, want) {
+		t.Errorf("applied versions = %v after %d concurrent Migrate calls, want each shipped migration once: %v", got, replicas, want)
 	}
 }

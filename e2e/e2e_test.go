@@ -100,7 +100,11 @@ func assertSpecExample(t *testing.T, eventJSON []byte, wantEventID string) {
 
 func TestStreamDeliversPublishedEventAsSpecificationJSON(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	streamDeliversPublishedEventAsSpecificationJSON(t, embeddedBroker)
+}
+
+func streamDeliversPublishedEventAsSpecificationJSON(t *testing.T, broker brokerSetup) {
+	c := startClusterOn(t, broker)
 	tl := newTally(t)
 	c.createTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 4)
 	c.createSubscription("analytics-state", stateTopic, "reporting_analytics")
@@ -108,7 +112,7 @@ func TestStreamDeliversPublishedEventAsSpecificationJSON(t *testing.T) {
 	sub := openStream(t, c.stream, "analytics-state", tl)
 	published := c.publish(specExampleEvent())
 	publishedAt := time.Now()
-	tl.published++
+	tl.expect(published)
 
 	got := sub.next()
 	t.Logf("delivered %v after Publish returned", time.Since(publishedAt))
@@ -128,7 +132,11 @@ func TestStreamDeliversPublishedEventAsSpecificationJSON(t *testing.T) {
 
 func TestRESTStateReturnsLatestPublishedEvent(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	restStateReturnsLatestPublishedEvent(t, embeddedBroker)
+}
+
+func restStateReturnsLatestPublishedEvent(t *testing.T, broker brokerSetup) {
+	c := startClusterOn(t, broker)
 	tl := newTally(t)
 	c.createTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 1)
 
@@ -151,14 +159,18 @@ func TestRESTStateReturnsLatestPublishedEvent(t *testing.T) {
 
 func TestSubscriberThatDisconnectsWithoutAckGetsEventAgain(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	subscriberThatDisconnectsWithoutAckGetsEventAgain(t, embeddedBroker)
+}
+
+func subscriberThatDisconnectsWithoutAckGetsEventAgain(t *testing.T, broker brokerSetup) {
+	c := startClusterOn(t, broker)
 	tl := newTally(t)
 	c.createTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 2)
 	c.createSubscription("ui-state", stateTopic, "user_interface")
 
 	first := openStream(t, c.stream, "ui-state", tl)
 	published := c.publish(specExampleEvent())
-	tl.published++
+	tl.expect(published)
 	got := first.next()
 	if got.GetEvent().GetEventId() != published[0].GetEventId() {
 		t.Fatalf("first delivery is event %q, want %q", got.GetEvent().GetEventId(), published[0].GetEventId())
@@ -177,7 +189,11 @@ func TestSubscriberThatDisconnectsWithoutAckGetsEventAgain(t *testing.T) {
 
 func TestPublishedEventsSurviveDataPlaneSIGKILL(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	publishedEventsSurviveDataPlaneSIGKILL(t, embeddedBroker)
+}
+
+func publishedEventsSurviveDataPlaneSIGKILL(t *testing.T, broker brokerSetup) {
+	c := startClusterOn(t, broker)
 	tl := newTally(t)
 	c.createTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 4)
 	c.createSubscription("analytics-state", stateTopic, "reporting_analytics")
@@ -188,10 +204,11 @@ func TestPublishedEventsSurviveDataPlaneSIGKILL(t *testing.T) {
 		events[i] = portfolioEvent(fmt.Sprintf("portfolio_%03d", i%10), float64(1_000_000+i))
 	}
 	want := map[string]bool{}
-	for _, ev := range c.publish(events...) {
+	published := c.publish(events...)
+	for _, ev := range published {
 		want[ev.GetEventId()] = true
 	}
-	tl.published += count
+	tl.expect(published)
 	// Publish returned OK: the events must be durable now, whatever happens to the process.
 	c.dataPlane.kill()
 	c.startDataPlane()
@@ -206,7 +223,11 @@ func TestPublishedEventsSurviveDataPlaneSIGKILL(t *testing.T) {
 
 func TestManageSubscriptionOnDataPlaneIsImmediatelyStreamable(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	manageSubscriptionOnDataPlaneIsImmediatelyStreamable(t, embeddedBroker)
+}
+
+func manageSubscriptionOnDataPlaneIsImmediatelyStreamable(t *testing.T, broker brokerSetup) {
+	c := startClusterOn(t, broker)
 	tl := newTally(t)
 	c.createTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 1)
 
@@ -228,7 +249,7 @@ func TestManageSubscriptionOnDataPlaneIsImmediatelyStreamable(t *testing.T) {
 	// No waiting: the answer promises the data plane already knows the subscription.
 	sub := openStream(t, c.stream, "ui-managed", tl)
 	published := c.publish(specExampleEvent())
-	tl.published++
+	tl.expect(published)
 	got := sub.next()
 	if got.GetEvent().GetEventId() != published[0].GetEventId() {
 		t.Fatalf("got event %q, want %q", got.GetEvent().GetEventId(), published[0].GetEventId())

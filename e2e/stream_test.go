@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -81,17 +83,35 @@ func (s *subscriber) next() *pdsv1.DeliveredEvent {
 	return nil
 }
 
-// tally counts what a test published and received, reported when the test ends.
+// tally counts what a test published and received, reported when the test ends as
+// "published=N delivered=N redelivered=N lost=N". Lost events are the published events the test expected a
+// subscription to deliver (expect) that never arrived; any of them fails a test that has not failed already.
 type tally struct {
 	published, received, redelivered int
+	// awaited holds the ids of expected events not delivered yet.
+	awaited map[string]bool
 }
 
 func newTally(t *testing.T) *tally {
-	tl := &tally{}
+	tl := &tally{awaited: map[string]bool{}}
 	t.Cleanup(func() {
-		t.Logf("events: published=%d delivered=%d (of which redelivered=%d)", tl.published, tl.received, tl.redelivered)
+		t.Logf("events: published=%d delivered=%d redelivered=%d lost=%d", tl.published, tl.received, tl.redelivered, len(tl.awaited))
+		switch {
+		case len(tl.awaited) > 0 && t.Failed():
+			t.Logf("%d published events were not delivered before the test stopped: %v", len(tl.awaited), slices.Sorted(maps.Keys(tl.awaited)))
+		case len(tl.awaited) > 0:
+			t.Errorf("%d published events were never delivered: %v", len(tl.awaited), slices.Sorted(maps.Keys(tl.awaited)))
+		}
 	})
 	return tl
+}
+
+// expect records events whose Publish returned OK and which a subscription of the test must deliver.
+func (tl *tally) expect(events []*pdsv1.PublishedEvent) {
+	tl.published += len(events)
+	for _, ev := range events {
+		tl.awaited[ev.GetEventId()] = true
+	}
 }
 
 // count records one received event.
@@ -100,4 +120,5 @@ func (tl *tally) count(ev *pdsv1.DeliveredEvent) {
 	if ev.GetDeliveryAttempt() > 1 {
 		tl.redelivered++
 	}
+	delete(tl.awaited, ev.GetEvent().GetEventId())
 }

@@ -15,7 +15,11 @@ import (
 // an acknowledged event is not delivered again.
 func TestWebSocketSubscriberReceivesAndAcknowledges(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	webSocketSubscriberReceivesAndAcknowledges(t, embeddedBroker)
+}
+
+func webSocketSubscriberReceivesAndAcknowledges(t *testing.T, broker brokerSetup) {
+	c := startClusterOn(t, broker)
 	tl := newTally(t)
 	c.createTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 2)
 	c.createSubscription("ws-state", stateTopic, "user_interface")
@@ -30,7 +34,7 @@ func TestWebSocketSubscriberReceivesAndAcknowledges(t *testing.T) {
 	t.Cleanup(func() { _ = conn.CloseNow() })
 
 	first := c.publish(specExampleEvent())
-	tl.published++
+	tl.expect(first)
 	kind, frame, err := conn.Read(ctx)
 	if err != nil {
 		t.Fatalf("read the first frame: %v", err)
@@ -66,7 +70,7 @@ func TestWebSocketSubscriberReceivesAndAcknowledges(t *testing.T) {
 	// the first event again.
 	sub := openStream(t, c.stream, "ws-state", tl)
 	second := c.publish(portfolioEvent("portfolio_002", 2_000_000))
-	tl.published++
+	tl.expect(second)
 	next := sub.next()
 	if next.GetEvent().GetEventId() != second[0].GetEventId() {
 		t.Fatalf("after acknowledging over WebSocket the next event is %q (attempt %d), want the new %q",

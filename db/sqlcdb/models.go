@@ -40,3 +40,13 @@ type Tenant struct {
 	Name      string
 	CreatedAt pgtype.Timestamptz
 }
+
+type TopicBrokerStatus struct {
+	TopicID    pgtype.UUID
+	TenantID   pgtype.UUID
+	NodeID     string
+	State      string
+	Message    string
+	Partitions int32
+	UpdatedAt  pgtype.Timestamptz
+}

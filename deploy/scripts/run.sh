@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # run.sh (make run): PDS on this machine. Starts PostgreSQL (data kept in ./data/postgres), the control plane,
-# the data plane with its embedded broker, creates the demo topics and subscription when missing, starts the
-# demo publisher and prints how to watch events arrive. Ctrl-C stops everything. Logs go to ./data/logs.
+# the data plane with its broker, creates the demo topics and subscription when missing, starts the demo
+# publisher and prints how to watch events arrive. Ctrl-C stops everything. Logs go to ./data/logs.
 #
 # Environment (all optional):
+#   PDS_BROKER       embedded (default: in-process NATS JetStream, data in ./data/dataplane) or pulsar
+#   PDS_PULSAR_URL   with PDS_BROKER=pulsar: use this Pulsar cluster (e.g. pulsar://pulsar.example:6650,
+#                    pulsar+ssl://… for TLS) and PDS_PULSAR_ADMIN_URL (its web service URL, required then);
+#                    PDS_PULSAR_AUTH_TOKEN and PDS_PULSAR_TLS_TRUST_CERTS_FILE reach the data plane as they
+#                    are. Unset: run.sh starts a standalone Pulsar with its data in ./data/pulsar (kept
+#                    across runs; deploy/scripts/pulsar.sh) on PDS_PULSAR_BROKER_PORT (default 6650) and
+#                    PDS_PULSAR_WEB_PORT (default 8085), and stops it on exit.
 #   PDS_PG_PORT      PostgreSQL port (default 5432)
 #   PDS_CP_HTTP_ADDR control plane HTTP address (default 127.0.0.1:8080)
 #   PDS_CP_RAFT_ADDR control plane raft address (default 127.0.0.1:7000)
@@ -25,11 +32,24 @@ logs="$data/logs"
 cp_url="http://$cp_http"
 dp_url="http://$dp_http"
 demo_subscription="demo-ui-state"
+broker="${PDS_BROKER:-embedded}"
+pulsar_dir="$data/pulsar"
+pulsar_started=false
 
 log() { echo "run.sh: $*" >&2; }
 
+case "$broker" in
+embedded) ;;
+pulsar)
+	if [[ -n "${PDS_PULSAR_URL:-}" && -z "${PDS_PULSAR_ADMIN_URL:-}" ]]; then
+		log "PDS_PULSAR_URL is set: set PDS_PULSAR_ADMIN_URL to that cluster's web service URL too"
+		exit 2
+	fi
+	;;
+*) log "PDS_BROKER must be embedded or pulsar, got \"$broker\""; exit 2 ;;
+esac
+
 deploy/scripts/ensure-deps.sh
-make --no-print-directory binaries
 
 mkdir -p "$logs"
 # user postgres must be able to reach ./data/postgres.
@@ -62,12 +82,22 @@ cleanup() {
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
 		stop_process "${names[i]}" "${pids[i]}"
 	done
+	if [[ "$pulsar_started" == true ]]; then
+		deploy/scripts/pulsar.sh stop "$pulsar_dir" || log "stopping Pulsar failed"
+	fi
 	deploy/scripts/postgres.sh stop "$data/postgres" || log "stopping PostgreSQL failed"
 	log "stopped; logs are in $logs"
 	exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Pulsar takes 20-60 s to start: launch it now, build meanwhile, wait for it before the data plane starts.
+if [[ "$broker" == pulsar && -z "${PDS_PULSAR_URL:-}" ]]; then
+	pulsar_started=true
+	deploy/scripts/pulsar.sh start "$pulsar_dir" --no-wait >/dev/null
+fi
+make --no-print-directory binaries
 
 start_process() {
 	local name="$1"
@@ -143,8 +173,22 @@ log "PostgreSQL is up: $database_url"
 start_process pds-controlplane "$root/.bin/pds-controlplane" --http-addr "$cp_http" --raft-addr "$cp_raft" \
 	--node-id cp-1 --data-dir "$data/controlplane" --database-url "$database_url"
 wait_ready pds-controlplane "$cp_url" "${pids[-1]}"
+broker_flags=(--broker "$broker")
+pulsar_line=""
+if [[ "$broker" == pulsar ]]; then
+	if [[ "$pulsar_started" == true ]]; then
+		{ read -r pulsar_url; read -r pulsar_admin_url; } < <(deploy/scripts/pulsar.sh wait "$pulsar_dir")
+		log "Pulsar is up: $pulsar_url (admin $pulsar_admin_url; data in $pulsar_dir, log $pulsar_dir/logs)"
+	else
+		pulsar_url="$PDS_PULSAR_URL"
+		pulsar_admin_url="$PDS_PULSAR_ADMIN_URL"
+		log "using the Pulsar cluster at $pulsar_url (admin $pulsar_admin_url)"
+	fi
+	broker_flags+=(--pulsar-url "$pulsar_url" --pulsar-admin-url "$pulsar_admin_url")
+	pulsar_line="  Pulsar          $pulsar_url   (admin $pulsar_admin_url)"
+fi
 start_process pds-dataplane "$root/.bin/pds-dataplane" --http-addr "$dp_http" --raft-addr "$dp_raft" \
-	--node-id dp-1 --controlplane-url "$cp_url" --broker embedded --data-dir "$data/dataplane"
+	--node-id dp-1 --controlplane-url "$cp_url" "${broker_flags[@]}" --data-dir "$data/dataplane"
 wait_ready pds-dataplane "$dp_url" "${pids[-1]}"
 
 # The demo publisher sends all five data types, each to its default topic.
@@ -185,7 +229,8 @@ PDS is running. Ctrl-C stops everything. Logs: $logs
   control plane   $cp_url   (admin API: pds.v1.TopicService, pds.v1.SubscriptionService; /readyz /metrics)
   data plane      $dp_url   (pds.v1.PortfolioStream, REST /api/v1/portfolio/{id}/state, WebSocket /api/v1/ws)
   PostgreSQL      $database_url
-
+${pulsar_line:+$pulsar_line
+}
 Latest state of a portfolio (REST):
   curl -s $dp_url/api/v1/portfolio/portfolio_001/state
 

@@ -103,9 +103,15 @@ func TestCreatedTopicIsEnabledAndReplicated(t *testing.T) {
 	if err != nil {
 		t.Fatalf("wait for config version %d: %v", resp.Msg.GetConfigVersion(), err)
 	}
+	if state := topic.GetBrokerStatus().GetState(); state != pdsv1.BrokerState_BROKER_STATE_PENDING {
+		t.Errorf("created topic broker_status.state = %s, want PENDING until a data-plane node reports it", state)
+	}
+	// The broker status is an observation of the control plane, never part of the replicated config.
+	configured := proto.CloneOf(topic)
+	configured.BrokerStatus = nil
 	replicated, ok := cfg.Topic(tenancy.DefaultTenantID, "portfolio/state/updated")
-	if !ok || !proto.Equal(replicated, topic) {
-		t.Errorf("config version %d holds topic %v, want %v", resp.Msg.GetConfigVersion(), replicated, topic)
+	if !ok || !proto.Equal(replicated, configured) {
+		t.Errorf("config version %d holds topic %v, want %v", resp.Msg.GetConfigVersion(), replicated, configured)
 	}
 
 	next, err := h.topics.SetTopicEnabled(ctx, connect.NewRequest(&pdsv1.SetTopicEnabledRequest{TopicName: "portfolio/state/updated"}))

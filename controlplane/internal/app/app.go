@@ -68,7 +68,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
 	fsm := configfsm.New(nil) // the control plane validates filters in the admin API and never evaluates them
-	if a.repl, err = replication.Start(context.WithoutCancel(ctx), replication.Deps{Outbox: a.store, FSM: fsm, Logger: logger},
+	if a.repl, err = replication.Start(context.WithoutCancel(ctx), replication.Deps{Outbox: a.store, FSM: fsm, Logger: logger, Meter: a.telemetry.Meter},
 		replication.Options{
 			NodeID: cfg.NodeID, BindAddr: cfg.RaftAddr, AdvertiseAddr: cfg.RaftAdvertiseAddr,
 			Dir: filepath.Join(cfg.DataDir, "raft"),
@@ -98,7 +98,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 func (a *App) routes(fsm *configfsm.FSM) (http.Handler, error) {
 	codec := connect.WithCodec(jsoncodec.Codec())
 	deps := admin.Deps{Store: a.store, Waiter: a.repl, Logger: a.logger}
-	clusterSvc, err := cluster.NewService(cluster.Deps{Node: a.repl.Node(), Config: fsm.Current, Logger: a.logger})
+	clusterSvc, err := cluster.NewService(cluster.Deps{Node: a.repl.Node(), Config: fsm.Current, TopicStatus: a.store, Logger: a.logger})
 	if err != nil {
 		return nil, err
 	}

@@ -1,5 +1,5 @@
 // Package cluster serves ClusterService: data-plane nodes join the replicated configuration as raft
-// non-voters and leave it again.
+// non-voters, leave it again, and report what their broker driver did with each topic.
 package cluster
 
 import (
@@ -37,14 +37,27 @@ type Deps struct {
 	Node *raftnode.Node
 	// Config returns the newest applied replicated config; its Version is what a joining node waits for.
 	Config func() *configfsm.Config
-	Logger *slog.Logger
+	// TopicStatus keeps the nodes' topic reports (observations, outside raft).
+	TopicStatus TopicStatusStore
+	Logger      *slog.Logger
+}
+
+// TopicStatusStore keeps each data-plane node's latest report per topic. Safe for concurrent use.
+type TopicStatusStore interface {
+	// RecordTopicStatus stores node nodeID's reports, each replacing that node's previous report for the
+	// topic, all or none. A report whose topic_id no longer names the tenant's topic of that name is
+	// skipped. It returns how many reports were stored. Reports are already validated.
+	RecordTopicStatus(ctx context.Context, nodeID string, reports []*pdsv1.TopicStatusReport) (stored int, err error)
+	// ForgetNodeTopicStatus removes every report of node nodeID and returns how many there were.
+	ForgetNodeTopicStatus(ctx context.Context, nodeID string) (removed int64, err error)
 }
 
 // Service implements pdsv1connect.ClusterServiceHandler.
 type Service struct {
-	node   *raftnode.Node
-	config func() *configfsm.Config
-	logger *slog.Logger
+	node        *raftnode.Node
+	config      func() *configfsm.Config
+	topicStatus TopicStatusStore
+	logger      *slog.Logger
 }
 
 var _ pdsv1connect.ClusterServiceHandler = (*Service)(nil)
@@ -56,10 +69,15 @@ func NewService(deps Deps) (*Service, error) {
 		return nil, errors.New("new cluster service: Deps.Node is nil")
 	case deps.Config == nil:
 		return nil, errors.New("new cluster service: Deps.Config is nil")
+	case deps.TopicStatus == nil:
+		return nil, errors.New("new cluster service: Deps.TopicStatus is nil")
 	case deps.Logger == nil:
 		return nil, errors.New("new cluster service: Deps.Logger is nil")
 	}
-	return &Service{node: deps.Node, config: deps.Config, logger: deps.Logger.With("component", "cluster")}, nil
+	return &Service{
+		node: deps.Node, config: deps.Config, topicStatus: deps.TopicStatus,
+		logger: deps.Logger.With("component", "cluster"),
+	}, nil
 }
 
 // JoinNode adds the node as a raft non-voter, or re-adds it when it rejoins under the same id (after a
@@ -89,7 +107,13 @@ func (s *Service) LeaveNode(ctx context.Context, req *connect.Request[pdsv1.Leav
 	if err := s.node.RemoveNonvoter(raft.ServerID(id), timeout(ctx)); err != nil {
 		return nil, s.membershipError("leave", id, err)
 	}
-	s.logger.Info("data-plane node left", "node_id", id)
+	// A node that left no longer serves, so its topic reports must not keep a topic FAILED or PENDING. The
+	// membership change is done; a failure here only leaves stale reports behind, so it is logged.
+	removed, err := s.topicStatus.ForgetNodeTopicStatus(ctx, id)
+	if err != nil {
+		s.logger.Warn("could not forget the topic reports of a node that left", "node_id", id, "error", err)
+	}
+	s.logger.Info("data-plane node left", "node_id", id, "topic_reports_removed", removed)
 	return connect.NewResponse(&pdsv1.LeaveNodeResponse{}), nil
 }
 

@@ -21,7 +21,11 @@ import (
 	"github.com/pds-platform/pds/common/jsoncodec"
 	"github.com/pds-platform/pds/common/raftnode"
 	"github.com/pds-platform/pds/controlplane/internal/cluster"
+	"github.com/pds-platform/pds/controlplane/internal/store"
+	"github.com/pds-platform/pds/db/pgtest"
 )
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const waitLimit = 20 * time.Second
 
@@ -48,10 +52,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// serve starts ClusterService for node over HTTP and returns a JSON client for it.
-func serve(t *testing.T, node *raftnode.Node, fsm *configfsm.FSM) pdsv1connect.ClusterServiceClient {
+// openStore returns a command store on a fresh, migrated database.
+func openStore(t *testing.T) *store.Store {
 	t.Helper()
-	svc, err := cluster.NewService(cluster.Deps{Node: node, Config: fsm.Current, Logger: quietLogger()})
+	databaseURL := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	s, err := store.Open(ctx, databaseURL)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// serve starts ClusterService for node over HTTP, keeping topic reports in st, and returns a JSON client
+// for it.
+func serve(t *testing.T, node *raftnode.Node, fsm *configfsm.FSM, st *store.Store) pdsv1connect.ClusterServiceClient {
+	t.Helper()
+	svc, err := cluster.NewService(cluster.Deps{Node: node, Config: fsm.Current, TopicStatus: st, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("new cluster service: %v", err)
 	}
@@ -64,6 +83,12 @@ func serve(t *testing.T, node *raftnode.Node, fsm *configfsm.FSM) pdsv1connect.C
 
 // startLeader bootstraps a durable voter holding one topic and serves ClusterService for it.
 func startLeader(t *testing.T) (*raftnode.Node, *configfsm.FSM, pdsv1connect.ClusterServiceClient) {
+	t.Helper()
+	return startLeaderWithStore(t, openStore(t))
+}
+
+// startLeaderWithStore is startLeader keeping topic reports in st.
+func startLeaderWithStore(t *testing.T, st *store.Store) (*raftnode.Node, *configfsm.FSM, pdsv1connect.ClusterServiceClient) {
 	t.Helper()
 	fsm := configfsm.New(nil)
 	leader := openNode(t, "cp-1", t.TempDir(), fsm)
@@ -80,7 +105,7 @@ func startLeader(t *testing.T) (*raftnode.Node, *configfsm.FSM, pdsv1connect.Clu
 	if err := leader.Raft.Apply(cmd, 5*time.Second).Error(); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	return leader, fsm, serve(t, leader, fsm)
+	return leader, fsm, serve(t, leader, fsm, st)
 }
 
 func members(t *testing.T, n *raftnode.Node) map[raft.ServerID]raft.Server {
@@ -189,7 +214,7 @@ func TestNonLeaderAnswersUnavailable(t *testing.T) {
 	t.Parallel()
 	fsm := configfsm.New(nil)
 	lonely := openNode(t, "cp-2", t.TempDir(), fsm) // never bootstrapped: no leader anywhere
-	client := serve(t, lonely, fsm)
+	client := serve(t, lonely, fsm, openStore(t))
 	_, err := client.JoinNode(context.Background(), connect.NewRequest(&pdsv1.JoinNodeRequest{NodeId: "dp-1", RaftAddress: "127.0.0.1:7001"}))
 	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "leader") {
 		t.Fatalf("JoinNode on a non-leader: %v (code %v), want Unavailable mentioning the leader", err, connect.CodeOf(err))

@@ -39,6 +39,9 @@ type Deps struct {
 	// FSM is the replicated config this voter applies.
 	FSM    *configfsm.FSM
 	Logger *slog.Logger
+	// Meter records the applier's counters; nil means the global otel meter. Pass the process's own so
+	// that several control planes in one test process do not count into each other's registries.
+	Meter metric.Meter
 }
 
 // Options configure the raft voter and the applier.
@@ -135,7 +138,7 @@ func Start(ctx context.Context, deps Deps, opts Options) (*Replicator, error) {
 		rejected: map[uint64]string{},
 		done:     make(chan struct{}),
 	}
-	if err := r.initMetrics(); err != nil {
+	if err := r.initMetrics(deps.Meter); err != nil {
 		return nil, fmt.Errorf("start replication: %w", err)
 	}
 	node, err := raftnode.Open(raftnode.Options{
@@ -161,8 +164,10 @@ func Start(ctx context.Context, deps Deps, opts Options) (*Replicator, error) {
 	return r, nil
 }
 
-func (r *Replicator) initMetrics() error {
-	meter := otel.Meter("github.com/pds-platform/pds/controlplane/internal/replication")
+func (r *Replicator) initMetrics(meter metric.Meter) error {
+	if meter == nil {
+		meter = otel.Meter("github.com/pds-platform/pds/controlplane/internal/replication")
+	}
 	var err error
 	if r.appliedCounter, err = meter.Int64Counter("pds.controlplane.outbox.applied",
 		metric.WithDescription("Outbox rows applied to the raft log and accepted by the config state machine.")); err != nil {

@@ -28,6 +28,13 @@ func formatUUID(id pgtype.UUID) string {
 	return uuid.UUID(id.Bytes).String()
 }
 
+// uuidOf parses an id this store produced; an invalid one yields the NULL UUID, which matches no row.
+func uuidOf(id string) pgtype.UUID {
+	var u pgtype.UUID
+	_ = u.Scan(id)
+	return u
+}
+
 func formatCreatedAt(ts pgtype.Timestamptz) string {
 	if !ts.Valid {
 		return ""

@@ -129,6 +129,14 @@ func TestCreateTopicAssignsIdentityAndReadsBack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GetTopic: %v", err)
 	}
+	if state := got.GetBrokerStatus().GetState(); state != pdsv1.BrokerState_BROKER_STATE_PENDING {
+		t.Errorf("GetTopic broker_status.state = %s for a topic nobody reported, want PENDING", state)
+	}
+	if state := created.GetBrokerStatus().GetState(); state != pdsv1.BrokerState_BROKER_STATE_PENDING {
+		t.Errorf("CreateTopic broker_status.state = %s for a new topic, want PENDING", state)
+	}
+	// The status is an observation added on read, not part of the stored row.
+	got.BrokerStatus, created.BrokerStatus = nil, nil
 	if !proto.Equal(created, got) {
 		t.Errorf("GetTopic = %v, want the created row %v", got, created)
 	}
@@ -416,6 +424,12 @@ func TestListSubscriptionsByTopic(t *testing.T) {
 	}
 }
 
+func withoutBrokerStatus(topic *pdsv1.Topic) *pdsv1.Topic {
+	out := proto.CloneOf(topic)
+	out.BrokerStatus = nil
+	return out
+}
+
 func TestEveryWriteRecordsItsCommandInOrder(t *testing.T) {
 	t.Parallel()
 	s, _ := openStore(t)
@@ -446,8 +460,9 @@ func TestEveryWriteRecordsItsCommandInOrder(t *testing.T) {
 		id  uint64
 		msg proto.Message
 	}{
-		{topicOutbox, &configv1.PutTopic{OutboxId: topicOutbox, Topic: topic}},
-		{disableOutbox, &configv1.PutTopic{OutboxId: disableOutbox, Topic: disabled}},
+		// The broker status a write answers with is an observation and never enters the replicated command.
+		{topicOutbox, &configv1.PutTopic{OutboxId: topicOutbox, Topic: withoutBrokerStatus(topic)}},
+		{disableOutbox, &configv1.PutTopic{OutboxId: disableOutbox, Topic: withoutBrokerStatus(disabled)}},
 		{subOutbox, &configv1.PutSubscription{OutboxId: subOutbox, Subscription: sub}},
 		{deleteSubOutbox, &configv1.DeleteSubscription{OutboxId: deleteSubOutbox, TenantId: tenant, SubscriptionId: "sub-1"}},
 		{deleteTopicOutbox, &configv1.DeleteTopic{OutboxId: deleteTopicOutbox, TenantId: tenant, TopicName: "t"}},
@@ -570,6 +585,9 @@ func TestOutboxReplayReproducesStoreContents(t *testing.T) {
 	topics, err := s.ListTopics(ctx, tenant)
 	if err != nil {
 		t.Fatalf("ListTopics: %v", err)
+	}
+	for _, topic := range topics {
+		topic.BrokerStatus = nil // broker observations are deliberately not replicated
 	}
 	if !protoSlicesEqual(topics, cfg.Topics()) {
 		t.Errorf("replicated topics %v differ from the store's %v", cfg.Topics(), topics)

@@ -95,7 +95,7 @@ func (s *Store) DeleteTopic(ctx context.Context, tenantID, topicName string) (ui
 	return outboxID, nil
 }
 
-// GetTopic returns one topic. ErrNotFound when it does not exist.
+// GetTopic returns one topic with its broker status (see brokerStatus). ErrNotFound when it does not exist.
 func (s *Store) GetTopic(ctx context.Context, tenantID, topicName string) (*pdsv1.Topic, error) {
 	tenant, err := parseTenant(tenantID)
 	if err != nil {
@@ -109,10 +109,17 @@ func (s *Store) GetTopic(ctx context.Context, tenantID, topicName string) (*pdsv
 	if err != nil {
 		return nil, fmt.Errorf("get topic %q: %w", topicName, err)
 	}
+	statusRows, err := s.queries.ListTopicBrokerStatusOfTopic(ctx, row.ID)
+	if err != nil {
+		return nil, fmt.Errorf("get topic %q: broker status: %w", topicName, err)
+	}
+	if topic.BrokerStatus, err = brokerStatus(topic, statusRows); err != nil {
+		return nil, fmt.Errorf("get topic %q: %w", topicName, err)
+	}
 	return topic, nil
 }
 
-// ListTopics returns the tenant's topics ordered by name.
+// ListTopics returns the tenant's topics ordered by name, each with its broker status (see brokerStatus).
 func (s *Store) ListTopics(ctx context.Context, tenantID string) ([]*pdsv1.Topic, error) {
 	tenant, err := parseTenant(tenantID)
 	if err != nil {
@@ -122,10 +129,21 @@ func (s *Store) ListTopics(ctx context.Context, tenantID string) ([]*pdsv1.Topic
 	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)
 	}
+	statusRows, err := s.queries.ListTopicBrokerStatusOfTenant(ctx, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("list topics: broker status: %w", err)
+	}
+	statusOf := make(map[pgtype.UUID][]sqlcdb.TopicBrokerStatus, len(rows))
+	for _, r := range statusRows {
+		statusOf[r.TopicID] = append(statusOf[r.TopicID], r)
+	}
 	topics := make([]*pdsv1.Topic, 0, len(rows))
 	for _, row := range rows {
 		topic, err := topicFromRow(row)
 		if err != nil {
+			return nil, fmt.Errorf("list topics: %w", err)
+		}
+		if topic.BrokerStatus, err = brokerStatus(topic, statusOf[row.ID]); err != nil {
 			return nil, fmt.Errorf("list topics: %w", err)
 		}
 		topics = append(topics, topic)
@@ -133,7 +151,8 @@ func (s *Store) ListTopics(ctx context.Context, tenantID string) ([]*pdsv1.Topic
 	return topics, nil
 }
 
-// writeTopic runs a topic row change and records a PutTopic command with the resulting row.
+// writeTopic runs a topic row change and records a PutTopic command with the resulting row; the row is
+// returned with its broker status as of the commit.
 func (s *Store) writeTopic(ctx context.Context, verb, tenantID, topicName string,
 	rowChange func(context.Context, *sqlcdb.Queries, pgtype.UUID) (sqlcdb.PortfolioTopic, error),
 	result **pdsv1.Topic,
@@ -160,6 +179,15 @@ func (s *Store) writeTopic(ctx context.Context, verb, tenantID, topicName string
 	if err != nil {
 		*result = nil
 		return 0, fmt.Errorf("%s topic %q: %w", verb, topicName, err)
+	}
+	// The command above is already encoded: the status, an observation, stays out of the replicated config.
+	statusRows, err := s.queries.ListTopicBrokerStatusOfTopic(ctx, uuidOf((*result).GetId()))
+	if err == nil {
+		(*result).BrokerStatus, err = brokerStatus(*result, statusRows)
+	}
+	if err != nil {
+		// The write is committed; only the observation is missing, so answer without it.
+		(*result).BrokerStatus = nil
 	}
 	return outboxID, nil
 }

@@ -4,7 +4,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pds-platform/pds/dataplane/internal/node"
@@ -25,8 +29,21 @@ func parseConfig(args []string, getenv func(string) string) (node.Config, error)
 	str(&cfg.RaftAddr, "raft-addr", "PDS_RAFT_ADDR", "127.0.0.1:7001", "host:port of the raft transport")
 	str(&cfg.NodeID, "node-id", "PDS_NODE_ID", "dp-1", "stable node id in the raft cluster")
 	str(&cfg.ControlPlaneURL, "controlplane-url", "PDS_CONTROLPLANE_URL", "http://127.0.0.1:8080", "control plane base URL")
-	str(&cfg.Broker, "broker", "PDS_BROKER", "embedded", "broker driver (embedded)")
+	str(&cfg.Broker, "broker", "PDS_BROKER", "embedded", "broker driver: embedded or pulsar")
 	str(&cfg.DataDir, "data-dir", "PDS_DATA_DIR", "./data/dataplane", "directory of the embedded broker's data")
+	str(&cfg.Pulsar.ServiceURL, "pulsar-url", "PDS_PULSAR_URL", "pulsar://127.0.0.1:6650", "Pulsar service URL (pulsar:// or pulsar+ssl://), for --broker pulsar")
+	str(&cfg.Pulsar.AdminURL, "pulsar-admin-url", "PDS_PULSAR_ADMIN_URL", "http://127.0.0.1:8085", "Pulsar admin (web service) URL, for --broker pulsar")
+	str(&cfg.Pulsar.AuthToken, "pulsar-auth-token", "PDS_PULSAR_AUTH_TOKEN", "", "Pulsar JWT auth token; empty means no authentication")
+	str(&cfg.Pulsar.TLSTrustCertsFile, "pulsar-tls-trust-certs-file", "PDS_PULSAR_TLS_TRUST_CERTS_FILE", "", "PEM file of CAs trusted for Pulsar TLS; empty means the system roots")
+	allowInsecure := false
+	if v := getenv("PDS_PULSAR_TLS_ALLOW_INSECURE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return cfg, fmt.Errorf("PDS_PULSAR_TLS_ALLOW_INSECURE=%q: want true or false", v)
+		}
+		allowInsecure = b
+	}
+	fs.BoolVar(&cfg.Pulsar.TLSAllowInsecure, "pulsar-tls-allow-insecure", allowInsecure, "accept any Pulsar TLS certificate, for development only [PDS_PULSAR_TLS_ALLOW_INSECURE]")
 
 	ackDeadline := 30 * time.Second
 	if v := getenv("PDS_ACK_DEADLINE"); v != "" {
@@ -57,6 +74,9 @@ func parseConfig(args []string, getenv func(string) string) (node.Config, error)
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if err := validateBroker(cfg); err != nil {
+		return cfg, err
+	}
 	if cfg.AckDeadline <= 0 {
 		return cfg, fmt.Errorf("--ack-deadline must be positive (got %s)", cfg.AckDeadline)
 	}
@@ -64,4 +84,34 @@ func parseConfig(args []string, getenv func(string) string) (node.Config, error)
 		return cfg, fmt.Errorf("--max-in-flight must be 1 to 10000 (got %d)", cfg.MaxInFlight)
 	}
 	return cfg, nil
+}
+
+// validateBroker checks the broker flags, naming the flag at fault.
+func validateBroker(cfg node.Config) error {
+	switch cfg.Broker {
+	case "embedded":
+		return nil
+	case "pulsar":
+	default:
+		return fmt.Errorf("--broker must be embedded or pulsar (got %q)", cfg.Broker)
+	}
+	urls := []struct {
+		flag, value string
+		schemes     []string
+	}{
+		{"--pulsar-url", cfg.Pulsar.ServiceURL, []string{"pulsar", "pulsar+ssl"}},
+		{"--pulsar-admin-url", cfg.Pulsar.AdminURL, []string{"http", "https"}},
+	}
+	for _, u := range urls {
+		parsed, err := url.Parse(u.value)
+		if err != nil || parsed.Host == "" || !slices.Contains(u.schemes, parsed.Scheme) {
+			return fmt.Errorf("%s must be a %s URL with a host (got %q)", u.flag, strings.Join(u.schemes, ":// or ")+"://", u.value)
+		}
+	}
+	if f := cfg.Pulsar.TLSTrustCertsFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("--pulsar-tls-trust-certs-file: %w", err)
+		}
+	}
+	return nil
 }

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/pds-platform/pds/dataplane/internal/node"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -52,6 +57,58 @@ func TestParseConfig(t *testing.T) {
 				t.Fatalf("parse: %v", err)
 			}
 			tt.check(t, cfg.HTTPAddr, cfg.ControlPlaneURL, cfg.AckDeadline, cfg.MaxInFlight)
+		})
+	}
+}
+
+func TestParseConfigBroker(t *testing.T) {
+	t.Parallel()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want func(cfg node.Config) bool
+		// wantErr is a substring of the error, naming the flag at fault; empty means success.
+		wantErr string
+	}{
+		{name: "embedded is the default", want: func(cfg node.Config) bool { return cfg.Broker == "embedded" }},
+		{name: "pulsar with default URLs", args: []string{"--broker", "pulsar"}, want: func(cfg node.Config) bool {
+			return cfg.Broker == "pulsar" && cfg.Pulsar == node.PulsarConfig{ServiceURL: "pulsar://127.0.0.1:6650", AdminURL: "http://127.0.0.1:8085"}
+		}},
+		{name: "pulsar from the environment", env: map[string]string{
+			"PDS_BROKER": "pulsar", "PDS_PULSAR_URL": "pulsar+ssl://pulsar.example:6651", "PDS_PULSAR_ADMIN_URL": "https://pulsar.example:8443",
+			"PDS_PULSAR_AUTH_TOKEN": "eyJtoken", "PDS_PULSAR_TLS_TRUST_CERTS_FILE": caFile, "PDS_PULSAR_TLS_ALLOW_INSECURE": "true",
+		}, want: func(cfg node.Config) bool {
+			return cfg.Pulsar == node.PulsarConfig{ServiceURL: "pulsar+ssl://pulsar.example:6651", AdminURL: "https://pulsar.example:8443",
+				AuthToken: "eyJtoken", TLSTrustCertsFile: caFile, TLSAllowInsecure: true}
+		}},
+		{name: "allow-insecure flag", args: []string{"--broker", "pulsar", "--pulsar-tls-allow-insecure"}, want: func(cfg node.Config) bool { return cfg.Pulsar.TLSAllowInsecure }},
+		{name: "unknown broker", args: []string{"--broker", "kafka"}, wantErr: "--broker"},
+		{name: "service URL with the admin scheme", args: []string{"--broker", "pulsar", "--pulsar-url", "http://127.0.0.1:6650"}, wantErr: "--pulsar-url"},
+		{name: "admin URL without a host", args: []string{"--broker", "pulsar", "--pulsar-admin-url", "127.0.0.1:8085"}, wantErr: "--pulsar-admin-url"},
+		{name: "missing trust certs file", args: []string{"--broker", "pulsar", "--pulsar-tls-trust-certs-file", "/nonexistent/ca.pem"}, wantErr: "--pulsar-tls-trust-certs-file"},
+		{name: "bad allow-insecure in env", env: map[string]string{"PDS_PULSAR_TLS_ALLOW_INSECURE": "maybe"}, wantErr: "PDS_PULSAR_TLS_ALLOW_INSECURE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseConfig(tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("parse %v: error %v, want one naming %s", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse %v: %v", tt.args, err)
+			}
+			if !tt.want(cfg) {
+				t.Fatalf("parse %v: got broker %q, pulsar %+v", tt.args, cfg.Broker, cfg.Pulsar)
+			}
 		})
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/pds-platform/pds/common/apierr"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"github.com/pds-platform/pds/dataplane/internal/broker"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
 const (
@@ -17,7 +20,8 @@ const (
 
 // ManageSubscription forwards a subscription change to the control plane, then waits until this node's
 // own configuration holds it, so a stream opened right after the answer sees the change. Control-plane
-// errors pass through with their codes and details.
+// errors pass through with their codes and details. SEEK is not a configuration change: this node moves
+// the subscription at the broker itself.
 func (s *Service) ManageSubscription(ctx context.Context, req *connect.Request[pdsv1.SubscriptionRequest]) (*connect.Response[pdsv1.SubscriptionResponse], error) {
 	msg := req.Msg
 	sub := msg.GetSubscription()
@@ -44,10 +48,17 @@ func (s *Service) ManageSubscription(ctx context.Context, req *connect.Request[p
 			return nil, apierr.InvalidArgument(errs...)
 		}
 		resp, err = s.getSubscription(ctx, sub.GetSubscriptionId())
+	case pdsv1.SubscriptionAction_SUBSCRIPTION_ACTION_SEEK:
+		errs := validateSubscriptionID("subscription.subscription_id", sub.GetSubscriptionId())
+		pos, seekErrs := seekPosition(msg.GetSeek())
+		if errs = append(errs, seekErrs...); len(errs) > 0 {
+			return nil, apierr.InvalidArgument(errs...)
+		}
+		resp, err = s.seekSubscription(ctx, sub.GetSubscriptionId(), pos)
 	default:
 		return nil, apierr.InvalidArgument(&apierr.FieldError{
 			Field:       "action",
-			Description: fmt.Sprintf("must be CREATE, UPDATE, DELETE or GET (got %s)", msg.GetAction()),
+			Description: fmt.Sprintf("must be CREATE, UPDATE, DELETE, GET or SEEK (got %s)", msg.GetAction()),
 		})
 	}
 	if err != nil {
@@ -136,4 +147,101 @@ func controlPlaneError(op string, err error) error {
 		return ce
 	}
 	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s at the control plane: %w", op, err))
+}
+
+// seekPosition validates the SEEK request's position: exactly one of earliest (true), latest (true) or an
+// RFC 3339 timestamp.
+func seekPosition(seek *pdsv1.SeekPosition) (broker.SeekPosition, apierr.FieldErrors) {
+	const choose = "one of earliest (true), latest (true) or timestamp (RFC 3339)"
+	switch p := seek.GetPosition().(type) {
+	case nil:
+		if seek == nil {
+			return broker.SeekPosition{}, apierr.FieldErrors{{Field: "seek", Description: "required for SEEK: " + choose}}
+		}
+		return broker.SeekPosition{}, apierr.FieldErrors{{Field: "seek", Description: "set " + choose}}
+	case *pdsv1.SeekPosition_Earliest:
+		if !p.Earliest {
+			return broker.SeekPosition{}, apierr.FieldErrors{{Field: "seek.earliest", Description: "must be true when set; or set " + choose}}
+		}
+		return broker.SeekPosition{Earliest: true}, nil
+	case *pdsv1.SeekPosition_Latest:
+		if !p.Latest {
+			return broker.SeekPosition{}, apierr.FieldErrors{{Field: "seek.latest", Description: "must be true when set; or set " + choose}}
+		}
+		return broker.SeekPosition{Latest: true}, nil
+	case *pdsv1.SeekPosition_Timestamp:
+		at, err := time.Parse(time.RFC3339Nano, p.Timestamp)
+		if err != nil {
+			return broker.SeekPosition{}, apierr.FieldErrors{{Field: "seek.timestamp",
+				Description: fmt.Sprintf("must be an RFC 3339 time such as 2025-06-21T10:00:00.000Z (got %q)", p.Timestamp)}}
+		}
+		if at.IsZero() {
+			// The broker reads a zero time as "no position"; nothing was stored that early anyway.
+			return broker.SeekPosition{Earliest: true}, nil
+		}
+		return broker.SeekPosition{Time: at}, nil
+	default:
+		return broker.SeekPosition{}, apierr.FieldErrors{{Field: "seek", Description: "set " + choose}}
+	}
+}
+
+// seekSubscription moves the subscription, as this node's config knows it, to pos at the broker. Every
+// stream of the subscription, on any node, receives from the new position once the broker applied it.
+func (s *Service) seekSubscription(ctx context.Context, subscriptionID string, pos broker.SeekPosition) (*pdsv1.SubscriptionResponse, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
+	seeker, ok := s.broker.(broker.Seeker)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf(
+			"seek subscription %q: this data plane's broker driver (%T) cannot move subscriptions", subscriptionID, s.broker))
+	}
+	cfg := s.config.Current()
+	sub, ok := cfg.Subscription(s.tenantID, subscriptionID)
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("seek subscription %q: no such subscription", subscriptionID))
+	}
+	topic, ok := cfg.Topic(s.tenantID, sub.Proto.GetTopicName())
+	if !ok {
+		return nil, failedPrecondition(
+			fmt.Sprintf("seek subscription %q: its topic %q does not exist", subscriptionID, sub.Proto.GetTopicName()),
+			&errdetails.PreconditionFailure_Violation{Type: "TOPIC_NOT_FOUND", Subject: "subscription.topic_name", Description: fmt.Sprintf("topic %q does not exist; create it or move the subscription to another topic", sub.Proto.GetTopicName())})
+	}
+	ref, err := seekRef(sub.Proto, topic)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("seek subscription %q: %w", subscriptionID, err))
+	}
+	// Nothing may have been published or streamed yet, so the topic may still be missing at the broker.
+	if err := s.broker.EnsureTopic(ctx, ref.Topic); err != nil {
+		return nil, toConnectError(fmt.Sprintf("seek subscription %q: ensure topic %q", subscriptionID, topic.GetTopicName()), err, connect.CodeUnavailable)
+	}
+	if err := seeker.Seek(ctx, ref, pos); err != nil {
+		return nil, toConnectError(fmt.Sprintf("seek subscription %q", subscriptionID), err, connect.CodeUnavailable)
+	}
+	s.logger.Info("subscription moved", "tenant_id", s.tenantID, "subscription_id", subscriptionID,
+		"earliest", pos.Earliest, "latest", pos.Latest, "time", pos.Time)
+	return &pdsv1.SubscriptionResponse{Subscription: sub.Proto, ConfigVersion: cfg.Version}, nil
+}
+
+// seekRef names the subscription at the broker the way the delivery engine does when it streams it, so
+// Seek moves the very engine subscription the streams read.
+func seekRef(sub *pdsv1.Subscription, topic *pdsv1.Topic) (broker.SubscriptionRef, error) {
+	var start time.Time
+	if createdAt := sub.GetCreatedAt(); createdAt != "" {
+		var err error
+		if start, err = time.Parse(time.RFC3339Nano, createdAt); err != nil {
+			return broker.SubscriptionRef{}, fmt.Errorf("parse created_at %q: %w", createdAt, err)
+		}
+	}
+	return broker.SubscriptionRef{
+		TenantID: sub.GetTenantId(),
+		ID:       sub.GetId(),
+		Topic: broker.TopicRef{
+			TenantID:   topic.GetTenantId(),
+			ID:         topic.GetId(),
+			Name:       topic.GetTopicName(),
+			Partitions: max(int(topic.GetPartitions()), 1),
+		},
+		StartTime: start,
+	}, nil
 }

@@ -39,6 +39,10 @@ type Record struct {
 	Key     string
 	EventID string
 	Value   []byte
+	// Properties are small string attributes stored beside the value (data type, priority, target
+	// workflows, trace context) so the broker and its consumers can route and filter without decoding
+	// Value. Optional; nil means none. Drivers that cannot store them deliver nil.
+	Properties map[string]string
 }
 
 // AckHandle identifies one delivered record to its Consumer. It is opaque and comparable.
@@ -135,4 +139,26 @@ type Seeker interface {
 	// during the seek may still receive records from the old position that were already on their way;
 	// after Seek returns, new deliveries follow the new position.
 	Seek(ctx context.Context, sub SubscriptionRef, pos SeekPosition) error
+}
+
+// errSeekPosition is what Seek returns for a SeekPosition with no field or several fields set.
+var errSeekPosition = errors.New("seek position: set exactly one of Earliest, Latest and Time")
+
+// validate checks that exactly one field of p is set. Every driver's Seek calls it before touching the
+// engine, so a malformed position fails the same way everywhere.
+func (p SeekPosition) validate() error {
+	set := 0
+	if p.Earliest {
+		set++
+	}
+	if p.Latest {
+		set++
+	}
+	if !p.Time.IsZero() {
+		set++
+	}
+	if set != 1 {
+		return errSeekPosition
+	}
+	return nil
 }

@@ -120,6 +120,9 @@ type EmbeddedBroker struct {
 	consumers map[*embeddedConsumer]struct{}
 	reapers   map[chan struct{}]struct{}    // closed consumers still releasing late messages
 	kv        map[string]jetstream.KeyValue // by tenant
+	// changing holds, per subscription whose engine consumer a Seek or Subscribe is changing, the
+	// channel closed when it is done (by stream/consumer).
+	changing map[string]chan struct{}
 }
 
 // OpenEmbedded starts the engine on opts.Dir and connects to it.
@@ -163,6 +166,7 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		consumers:  map[*embeddedConsumer]struct{}{},
 		reapers:    map[chan struct{}]struct{}{},
 		kv:         map[string]jetstream.KeyValue{},
+		changing:   map[string]chan struct{}{},
 	}
 	connect := func(name string) (*nats.Conn, error) {
 		return nats.Connect("", nats.InProcessServer(srv), nats.Name(name), nats.NoReconnect(),

@@ -47,26 +47,36 @@ func (b *EmbeddedBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opt
 	}
 	names := topicNames(sub.Topic)
 	durable := consumerName(sub)
+	key := names.stream + "/" + durable
+	// A seek replaces the engine consumer: creating or updating it meanwhile would race with that, and a
+	// consumer registered during a seek would pull from the one being replaced.
+	changing, err := b.beginConsumerChange(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", sub.ID, err)
+	}
+	defer b.endConsumerChange(key, changing)
 	if err := b.ensureConsumer(ctx, sub, names.stream, durable, opts); err != nil {
 		return nil, err
 	}
 	c := &embeddedConsumer{
 		broker:        b,
+		key:           key,
 		pullSubject:   "$JS.API.CONSUMER.MSG.NEXT." + names.stream + "." + durable,
 		inbox:         b.subConn.NewInbox(),
-		acks:          b.ackRegistry(names.stream + "/" + durable),
+		acks:          b.ackRegistry(key),
 		ackDeadline:   opts.AckDeadline,
 		maxUnacked:    opts.MaxUnacked,
 		incoming:      make(chan *nats.Msg, 4*maxPullBatch),
 		closedCh:      make(chan struct{}),
 		capacityFreed: make(chan struct{}, 1),
+		seeked:        make(chan struct{}, 1),
 		batches:       map[uint64]*fetchedBatch{},
 		outstanding:   map[string]heldRecord{},
 		recordsPerMsg: 1,
 	}
-	var err error
-	// One subscription for the consumer's life: unsubscribing it in Close reaches the engine before the
-	// Naks that follow on the same connection, so released records never go to a dead pull request.
+	// One subscription per inbox (a seek replaces both): unsubscribing it in Close reaches the engine
+	// before the Naks that follow on the same connection, so released records never go to a dead pull
+	// request.
 	c.natsSub, err = b.subConn.ChanSubscribe(c.inbox+".*", c.incoming)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", sub.ID, err)
@@ -230,7 +240,9 @@ type bufferedRecord struct {
 // embeddedConsumer pulls batches with its own pull requests (one open at a time) and hands their records
 // out within MaxUnacked.
 type embeddedConsumer struct {
-	broker      *EmbeddedBroker
+	broker *EmbeddedBroker
+	// key names the subscription in the broker's registries (stream/consumer).
+	key         string
 	pullSubject string
 	inbox       string
 	acks        *ackRegistry
@@ -241,9 +253,13 @@ type embeddedConsumer struct {
 	closedCh    chan struct{}
 	// capacityFreed wakes a Receive blocked on MaxUnacked.
 	capacityFreed chan struct{}
+	// seeked wakes a Receive waiting on a pull request that a seek made obsolete.
+	seeked chan struct{}
 
-	mu            sync.Mutex
-	closed        bool
+	mu     sync.Mutex
+	closed bool
+	// seekDone, while set, is closed when a seek of the subscription has finished; no pull before that.
+	seekDone      <-chan struct{}
 	request       pullRequest // the newest pull request
 	buffer        []bufferedRecord
 	batches       map[uint64]*fetchedBatch // newest delivery held, by stream sequence
@@ -298,6 +314,22 @@ func (c *embeddedConsumer) pull(ctx context.Context, batch int) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
+	if done := c.seekDone; done != nil {
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closedCh:
+			return ErrClosed
+		}
+		c.mu.Lock()
+		if c.seekDone == done {
+			c.seekDone = nil
+		}
+		c.mu.Unlock()
+		return nil
+	}
 	if !c.request.open || time.Now().After(c.request.deadline) {
 		c.request = pullRequest{seq: c.request.seq + 1, open: true, remaining: batch, deadline: time.Now().Add(pullExpiry + time.Second)}
 		req, _ := json.Marshal(struct {
@@ -335,6 +367,8 @@ func (c *embeddedConsumer) pull(ctx context.Context, batch int) error {
 		c.request.open = false
 		c.mu.Unlock()
 		return nil
+	case <-c.seeked:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.closedCh:
@@ -353,6 +387,9 @@ func isStatus(m *nats.Msg) bool {
 func (c *embeddedConsumer) handleIncoming(m *nats.Msg) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if m.Sub != c.natsSub {
+		return nil // sent to an inbox a seek retired, by the engine consumer it replaced
+	}
 	current := m.Subject == c.requestInbox(c.request.seq)
 	if isStatus(m) {
 		status := m.Header.Get("Status")
@@ -585,6 +622,9 @@ func (c *embeddedConsumer) reap(req pullRequest, done chan struct{}) {
 	for remaining := req.remaining; req.open && remaining > 0; {
 		select {
 		case m := <-c.incoming:
+			if m.Sub != c.natsSub {
+				continue // from an engine consumer a seek replaced: nothing to release
+			}
 			if isStatus(m) {
 				if m.Subject == subject && m.Header.Get("Status") != "100" {
 					req.open = false
@@ -601,7 +641,7 @@ func (c *embeddedConsumer) reap(req pullRequest, done chan struct{}) {
 	for {
 		select {
 		case m := <-c.incoming:
-			if !isStatus(m) {
+			if !isStatus(m) && m.Sub == c.natsSub {
 				late = append(late, m)
 			}
 			continue

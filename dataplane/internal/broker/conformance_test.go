@@ -53,6 +53,7 @@ func runConformance(t *testing.T, d conformanceDriver) {
 			tc.run(t, d)
 		})
 	}
+	runSeekConformance(t, d)
 }
 
 const conformanceTenant = "conformance-tenant"
@@ -277,8 +278,9 @@ func testRedeliveryAfterDeadline(t *testing.T, d conformanceDriver) {
 	}
 	assertSameIDs(t, "redelivered records", eventIDs(again), eventIDs(first))
 	for _, dl := range again {
-		if dl.Attempt != 2 {
-			t.Errorf("event %q redelivered with Attempt %d, want 2", dl.EventID, dl.Attempt)
+		// At least 2: on a loaded machine the first redelivery can itself pass the deadline before the ack.
+		if dl.Attempt < 2 {
+			t.Errorf("event %q redelivered with Attempt %d, want 2 or more", dl.EventID, dl.Attempt)
 		}
 	}
 }

@@ -31,16 +31,33 @@ type Config struct {
 	NodeID string
 	// ControlPlaneURL is the control plane's HTTP base URL (ClusterService, SubscriptionService).
 	ControlPlaneURL string
-	// Broker names the broker driver; only "embedded" exists today.
+	// Broker names the broker driver: "embedded" (in-process, the default when empty) or "pulsar".
 	Broker string
 	// DataDir holds the embedded broker's files (under DataDir/broker).
 	DataDir string
+	// Pulsar configures the "pulsar" driver: ServiceURL, AdminURL, AuthToken and TLS settings. Unused by
+	// the embedded driver.
+	Pulsar PulsarConfig
 	// AckDeadline: an event not acknowledged within it is delivered again. Zero means 30s.
 	AckDeadline time.Duration
 	// MaxInFlight is the unacknowledged-event bound of a stream that asks for 0. Zero means 1000.
 	MaxInFlight int
 	// ShutdownTimeout bounds the graceful shutdown. Zero means 30s.
 	ShutdownTimeout time.Duration
+}
+
+// PulsarConfig is how a node reaches an existing Pulsar cluster.
+type PulsarConfig struct {
+	// ServiceURL is the binary protocol URL (pulsar:// or pulsar+ssl://).
+	ServiceURL string
+	// AdminURL is the web service URL (http:// or https://) of the admin API.
+	AdminURL string
+	// AuthToken is a JWT for token authentication. Empty means no authentication.
+	AuthToken string
+	// TLSTrustCertsFile is a PEM file of trusted CAs. Empty means the system roots.
+	TLSTrustCertsFile string
+	// TLSAllowInsecure accepts any server certificate (development only).
+	TLSAllowInsecure bool
 }
 
 // Timeouts of the HTTP side. There is deliberately no WriteTimeout: it would cut long-lived streams.
@@ -93,11 +110,23 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		err = errors.Join(err, fol.Close(sctx))
 	}()
 
+	// Broker sync (topic-status hook): carries the config out at the broker and reports each topic's
+	// outcome to the control plane (Topic.broker_status).
+	reporter, err := follower.NewClusterReporter(pdsv1connect.NewClusterServiceClient(httpClient, cfg.ControlPlaneURL), cfg.NodeID)
+	if err != nil {
+		return err
+	}
+	brokerSync, err := follower.NewBrokerSync(follower.BrokerSyncDeps{
+		FSM: fol.FSM(), Broker: b, Reporter: reporter, Logger: logger.With("component", "broker-sync"),
+	}, follower.BrokerSyncOptions{})
+	if err != nil {
+		return err
+	}
 	syncCtx, stopSync := context.WithCancel(context.WithoutCancel(ctx))
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
-		follower.SyncBroker(syncCtx, fol.FSM(), b, logger.With("component", "broker-sync"))
+		brokerSync.Run(syncCtx)
 	}()
 	defer func() { stopSync(); <-syncDone }()
 
@@ -194,8 +223,21 @@ func openBroker(ctx context.Context, cfg Config, logger *slog.Logger) (broker.Br
 			return nil, fmt.Errorf("open embedded broker in %s: %w", cfg.DataDir, err)
 		}
 		return b, nil
+	case "pulsar":
+		b, err := broker.OpenPulsar(ctx, broker.PulsarOptions{
+			ServiceURL:                 cfg.Pulsar.ServiceURL,
+			AdminURL:                   cfg.Pulsar.AdminURL,
+			AuthToken:                  cfg.Pulsar.AuthToken,
+			TLSTrustCertsFile:          cfg.Pulsar.TLSTrustCertsFile,
+			TLSAllowInsecureConnection: cfg.Pulsar.TLSAllowInsecure,
+			Logger:                     logger.With("component", "broker"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open pulsar broker at %s (admin %s): %w", cfg.Pulsar.ServiceURL, cfg.Pulsar.AdminURL, err)
+		}
+		return b, nil
 	default:
-		return nil, fmt.Errorf("unknown broker %q: the supported driver is \"embedded\"", cfg.Broker)
+		return nil, fmt.Errorf("unknown broker %q: the supported drivers are \"embedded\" and \"pulsar\"", cfg.Broker)
 	}
 }
 

@@ -1314,6 +1314,179 @@ func (*LeaveNodeResponse) Descriptor() ([]byte, []int) {
 	return file_pds_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
+type ReportTopicStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Topics        []*TopicStatusReport   `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportTopicStatusRequest) Reset() {
+	*x = ReportTopicStatusRequest{}
+	mi := &file_pds_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportTopicStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportTopicStatusRequest) ProtoMessage() {}
+
+func (x *ReportTopicStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pds_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportTopicStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportTopicStatusRequest) Descriptor() ([]byte, []int) {
+	return file_pds_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReportTopicStatusRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReportTopicStatusRequest) GetTopics() []*TopicStatusReport {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+type TopicStatusReport struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TenantId  string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	TopicName string                 `protobuf:"bytes,2,opt,name=topic_name,json=topicName,proto3" json:"topic_name,omitempty"`
+	// The topic id the node acted on; a report for a deleted or recreated topic is ignored.
+	TopicId       string      `protobuf:"bytes,3,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	State         BrokerState `protobuf:"varint,4,opt,name=state,proto3,enum=pds.v1.BrokerState" json:"state,omitempty"`
+	Message       string      `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	Partitions    int32       `protobuf:"varint,6,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicStatusReport) Reset() {
+	*x = TopicStatusReport{}
+	mi := &file_pds_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicStatusReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicStatusReport) ProtoMessage() {}
+
+func (x *TopicStatusReport) ProtoReflect() protoreflect.Message {
+	mi := &file_pds_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicStatusReport.ProtoReflect.Descriptor instead.
+func (*TopicStatusReport) Descriptor() ([]byte, []int) {
+	return file_pds_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *TopicStatusReport) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *TopicStatusReport) GetTopicName() string {
+	if x != nil {
+		return x.TopicName
+	}
+	return ""
+}
+
+func (x *TopicStatusReport) GetTopicId() string {
+	if x != nil {
+		return x.TopicId
+	}
+	return ""
+}
+
+func (x *TopicStatusReport) GetState() BrokerState {
+	if x != nil {
+		return x.State
+	}
+	return BrokerState_BROKER_STATE_UNSPECIFIED
+}
+
+func (x *TopicStatusReport) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TopicStatusReport) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+type ReportTopicStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportTopicStatusResponse) Reset() {
+	*x = ReportTopicStatusResponse{}
+	mi := &file_pds_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportTopicStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportTopicStatusResponse) ProtoMessage() {}
+
+func (x *ReportTopicStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pds_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportTopicStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportTopicStatusResponse) Descriptor() ([]byte, []int) {
+	return file_pds_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
 var File_pds_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pds_v1_admin_proto_rawDesc = "" +
@@ -1385,7 +1558,21 @@ const file_pds_v1_admin_proto_rawDesc = "" +
 	"\x0econfig_version\x18\x01 \x01(\x04R\rconfigVersion\"+\n" +
 	"\x10LeaveNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x13\n" +
-	"\x11LeaveNodeResponse2\xbe\x03\n" +
+	"\x11LeaveNodeResponse\"f\n" +
+	"\x18ReportTopicStatusRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
+	"\x06topics\x18\x02 \x03(\v2\x19.pds.v1.TopicStatusReportR\x06topics\"\xcf\x01\n" +
+	"\x11TopicStatusReport\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1d\n" +
+	"\n" +
+	"topic_name\x18\x02 \x01(\tR\ttopicName\x12\x19\n" +
+	"\btopic_id\x18\x03 \x01(\tR\atopicId\x12)\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x13.pds.v1.BrokerStateR\x05state\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x06 \x01(\x05R\n" +
+	"partitions\"\x1b\n" +
+	"\x19ReportTopicStatusResponse2\xbe\x03\n" +
 	"\fTopicService\x12F\n" +
 	"\vCreateTopic\x12\x1a.pds.v1.CreateTopicRequest\x1a\x1b.pds.v1.CreateTopicResponse\x12=\n" +
 	"\bGetTopic\x12\x17.pds.v1.GetTopicRequest\x1a\x18.pds.v1.GetTopicResponse\x12C\n" +
@@ -1400,10 +1587,11 @@ const file_pds_v1_admin_proto_rawDesc = "" +
 	"\x11ListSubscriptions\x12 .pds.v1.ListSubscriptionsRequest\x1a!.pds.v1.ListSubscriptionsResponse\x12[\n" +
 	"\x12UpdateSubscription\x12!.pds.v1.UpdateSubscriptionRequest\x1a\".pds.v1.UpdateSubscriptionResponse\x12g\n" +
 	"\x16SetSubscriptionEnabled\x12%.pds.v1.SetSubscriptionEnabledRequest\x1a&.pds.v1.SetSubscriptionEnabledResponse\x12[\n" +
-	"\x12DeleteSubscription\x12!.pds.v1.DeleteSubscriptionRequest\x1a\".pds.v1.DeleteSubscriptionResponse2\x91\x01\n" +
+	"\x12DeleteSubscription\x12!.pds.v1.DeleteSubscriptionRequest\x1a\".pds.v1.DeleteSubscriptionResponse2\xeb\x01\n" +
 	"\x0eClusterService\x12=\n" +
 	"\bJoinNode\x12\x17.pds.v1.JoinNodeRequest\x1a\x18.pds.v1.JoinNodeResponse\x12@\n" +
-	"\tLeaveNode\x12\x18.pds.v1.LeaveNodeRequest\x1a\x19.pds.v1.LeaveNodeResponseB5Z3github.com/pds-platform/pds/common/gen/pds/v1;pdsv1b\x06proto3"
+	"\tLeaveNode\x12\x18.pds.v1.LeaveNodeRequest\x1a\x19.pds.v1.LeaveNodeResponse\x12X\n" +
+	"\x11ReportTopicStatus\x12 .pds.v1.ReportTopicStatusRequest\x1a!.pds.v1.ReportTopicStatusResponseB5Z3github.com/pds-platform/pds/common/gen/pds/v1;pdsv1b\x06proto3"
 
 var (
 	file_pds_v1_admin_proto_rawDescOnce sync.Once
@@ -1417,7 +1605,7 @@ func file_pds_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pds_v1_admin_proto_rawDescData
 }
 
-var file_pds_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_pds_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_pds_v1_admin_proto_goTypes = []any{
 	(*CreateTopicRequest)(nil),             // 0: pds.v1.CreateTopicRequest
 	(*CreateTopicResponse)(nil),            // 1: pds.v1.CreateTopicResponse
@@ -1447,57 +1635,65 @@ var file_pds_v1_admin_proto_goTypes = []any{
 	(*JoinNodeResponse)(nil),               // 25: pds.v1.JoinNodeResponse
 	(*LeaveNodeRequest)(nil),               // 26: pds.v1.LeaveNodeRequest
 	(*LeaveNodeResponse)(nil),              // 27: pds.v1.LeaveNodeResponse
-	(*Topic)(nil),                          // 28: pds.v1.Topic
-	(*Subscription)(nil),                   // 29: pds.v1.Subscription
+	(*ReportTopicStatusRequest)(nil),       // 28: pds.v1.ReportTopicStatusRequest
+	(*TopicStatusReport)(nil),              // 29: pds.v1.TopicStatusReport
+	(*ReportTopicStatusResponse)(nil),      // 30: pds.v1.ReportTopicStatusResponse
+	(*Topic)(nil),                          // 31: pds.v1.Topic
+	(*Subscription)(nil),                   // 32: pds.v1.Subscription
+	(BrokerState)(0),                       // 33: pds.v1.BrokerState
 }
 var file_pds_v1_admin_proto_depIdxs = []int32{
-	28, // 0: pds.v1.CreateTopicRequest.topic:type_name -> pds.v1.Topic
-	28, // 1: pds.v1.CreateTopicResponse.topic:type_name -> pds.v1.Topic
-	28, // 2: pds.v1.GetTopicResponse.topic:type_name -> pds.v1.Topic
-	28, // 3: pds.v1.ListTopicsResponse.topics:type_name -> pds.v1.Topic
-	28, // 4: pds.v1.UpdateTopicRequest.topic:type_name -> pds.v1.Topic
-	28, // 5: pds.v1.UpdateTopicResponse.topic:type_name -> pds.v1.Topic
-	28, // 6: pds.v1.SetTopicEnabledResponse.topic:type_name -> pds.v1.Topic
-	29, // 7: pds.v1.CreateSubscriptionRequest.subscription:type_name -> pds.v1.Subscription
-	29, // 8: pds.v1.CreateSubscriptionResponse.subscription:type_name -> pds.v1.Subscription
-	29, // 9: pds.v1.GetSubscriptionResponse.subscription:type_name -> pds.v1.Subscription
-	29, // 10: pds.v1.ListSubscriptionsResponse.subscriptions:type_name -> pds.v1.Subscription
-	29, // 11: pds.v1.UpdateSubscriptionRequest.subscription:type_name -> pds.v1.Subscription
-	29, // 12: pds.v1.UpdateSubscriptionResponse.subscription:type_name -> pds.v1.Subscription
-	29, // 13: pds.v1.SetSubscriptionEnabledResponse.subscription:type_name -> pds.v1.Subscription
-	0,  // 14: pds.v1.TopicService.CreateTopic:input_type -> pds.v1.CreateTopicRequest
-	2,  // 15: pds.v1.TopicService.GetTopic:input_type -> pds.v1.GetTopicRequest
-	4,  // 16: pds.v1.TopicService.ListTopics:input_type -> pds.v1.ListTopicsRequest
-	6,  // 17: pds.v1.TopicService.UpdateTopic:input_type -> pds.v1.UpdateTopicRequest
-	8,  // 18: pds.v1.TopicService.SetTopicEnabled:input_type -> pds.v1.SetTopicEnabledRequest
-	10, // 19: pds.v1.TopicService.DeleteTopic:input_type -> pds.v1.DeleteTopicRequest
-	12, // 20: pds.v1.SubscriptionService.CreateSubscription:input_type -> pds.v1.CreateSubscriptionRequest
-	14, // 21: pds.v1.SubscriptionService.GetSubscription:input_type -> pds.v1.GetSubscriptionRequest
-	16, // 22: pds.v1.SubscriptionService.ListSubscriptions:input_type -> pds.v1.ListSubscriptionsRequest
-	18, // 23: pds.v1.SubscriptionService.UpdateSubscription:input_type -> pds.v1.UpdateSubscriptionRequest
-	20, // 24: pds.v1.SubscriptionService.SetSubscriptionEnabled:input_type -> pds.v1.SetSubscriptionEnabledRequest
-	22, // 25: pds.v1.SubscriptionService.DeleteSubscription:input_type -> pds.v1.DeleteSubscriptionRequest
-	24, // 26: pds.v1.ClusterService.JoinNode:input_type -> pds.v1.JoinNodeRequest
-	26, // 27: pds.v1.ClusterService.LeaveNode:input_type -> pds.v1.LeaveNodeRequest
-	1,  // 28: pds.v1.TopicService.CreateTopic:output_type -> pds.v1.CreateTopicResponse
-	3,  // 29: pds.v1.TopicService.GetTopic:output_type -> pds.v1.GetTopicResponse
-	5,  // 30: pds.v1.TopicService.ListTopics:output_type -> pds.v1.ListTopicsResponse
-	7,  // 31: pds.v1.TopicService.UpdateTopic:output_type -> pds.v1.UpdateTopicResponse
-	9,  // 32: pds.v1.TopicService.SetTopicEnabled:output_type -> pds.v1.SetTopicEnabledResponse
-	11, // 33: pds.v1.TopicService.DeleteTopic:output_type -> pds.v1.DeleteTopicResponse
-	13, // 34: pds.v1.SubscriptionService.CreateSubscription:output_type -> pds.v1.CreateSubscriptionResponse
-	15, // 35: pds.v1.SubscriptionService.GetSubscription:output_type -> pds.v1.GetSubscriptionResponse
-	17, // 36: pds.v1.SubscriptionService.ListSubscriptions:output_type -> pds.v1.ListSubscriptionsResponse
-	19, // 37: pds.v1.SubscriptionService.UpdateSubscription:output_type -> pds.v1.UpdateSubscriptionResponse
-	21, // 38: pds.v1.SubscriptionService.SetSubscriptionEnabled:output_type -> pds.v1.SetSubscriptionEnabledResponse
-	23, // 39: pds.v1.SubscriptionService.DeleteSubscription:output_type -> pds.v1.DeleteSubscriptionResponse
-	25, // 40: pds.v1.ClusterService.JoinNode:output_type -> pds.v1.JoinNodeResponse
-	27, // 41: pds.v1.ClusterService.LeaveNode:output_type -> pds.v1.LeaveNodeResponse
-	28, // [28:42] is the sub-list for method output_type
-	14, // [14:28] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	31, // 0: pds.v1.CreateTopicRequest.topic:type_name -> pds.v1.Topic
+	31, // 1: pds.v1.CreateTopicResponse.topic:type_name -> pds.v1.Topic
+	31, // 2: pds.v1.GetTopicResponse.topic:type_name -> pds.v1.Topic
+	31, // 3: pds.v1.ListTopicsResponse.topics:type_name -> pds.v1.Topic
+	31, // 4: pds.v1.UpdateTopicRequest.topic:type_name -> pds.v1.Topic
+	31, // 5: pds.v1.UpdateTopicResponse.topic:type_name -> pds.v1.Topic
+	31, // 6: pds.v1.SetTopicEnabledResponse.topic:type_name -> pds.v1.Topic
+	32, // 7: pds.v1.CreateSubscriptionRequest.subscription:type_name -> pds.v1.Subscription
+	32, // 8: pds.v1.CreateSubscriptionResponse.subscription:type_name -> pds.v1.Subscription
+	32, // 9: pds.v1.GetSubscriptionResponse.subscription:type_name -> pds.v1.Subscription
+	32, // 10: pds.v1.ListSubscriptionsResponse.subscriptions:type_name -> pds.v1.Subscription
+	32, // 11: pds.v1.UpdateSubscriptionRequest.subscription:type_name -> pds.v1.Subscription
+	32, // 12: pds.v1.UpdateSubscriptionResponse.subscription:type_name -> pds.v1.Subscription
+	32, // 13: pds.v1.SetSubscriptionEnabledResponse.subscription:type_name -> pds.v1.Subscription
+	29, // 14: pds.v1.ReportTopicStatusRequest.topics:type_name -> pds.v1.TopicStatusReport
+	33, // 15: pds.v1.TopicStatusReport.state:type_name -> pds.v1.BrokerState
+	0,  // 16: pds.v1.TopicService.CreateTopic:input_type -> pds.v1.CreateTopicRequest
+	2,  // 17: pds.v1.TopicService.GetTopic:input_type -> pds.v1.GetTopicRequest
+	4,  // 18: pds.v1.TopicService.ListTopics:input_type -> pds.v1.ListTopicsRequest
+	6,  // 19: pds.v1.TopicService.UpdateTopic:input_type -> pds.v1.UpdateTopicRequest
+	8,  // 20: pds.v1.TopicService.SetTopicEnabled:input_type -> pds.v1.SetTopicEnabledRequest
+	10, // 21: pds.v1.TopicService.DeleteTopic:input_type -> pds.v1.DeleteTopicRequest
+	12, // 22: pds.v1.SubscriptionService.CreateSubscription:input_type -> pds.v1.CreateSubscriptionRequest
+	14, // 23: pds.v1.SubscriptionService.GetSubscription:input_type -> pds.v1.GetSubscriptionRequest
+	16, // 24: pds.v1.SubscriptionService.ListSubscriptions:input_type -> pds.v1.ListSubscriptionsRequest
+	18, // 25: pds.v1.SubscriptionService.UpdateSubscription:input_type -> pds.v1.UpdateSubscriptionRequest
+	20, // 26: pds.v1.SubscriptionService.SetSubscriptionEnabled:input_type -> pds.v1.SetSubscriptionEnabledRequest
+	22, // 27: pds.v1.SubscriptionService.DeleteSubscription:input_type -> pds.v1.DeleteSubscriptionRequest
+	24, // 28: pds.v1.ClusterService.JoinNode:input_type -> pds.v1.JoinNodeRequest
+	26, // 29: pds.v1.ClusterService.LeaveNode:input_type -> pds.v1.LeaveNodeRequest
+	28, // 30: pds.v1.ClusterService.ReportTopicStatus:input_type -> pds.v1.ReportTopicStatusRequest
+	1,  // 31: pds.v1.TopicService.CreateTopic:output_type -> pds.v1.CreateTopicResponse
+	3,  // 32: pds.v1.TopicService.GetTopic:output_type -> pds.v1.GetTopicResponse
+	5,  // 33: pds.v1.TopicService.ListTopics:output_type -> pds.v1.ListTopicsResponse
+	7,  // 34: pds.v1.TopicService.UpdateTopic:output_type -> pds.v1.UpdateTopicResponse
+	9,  // 35: pds.v1.TopicService.SetTopicEnabled:output_type -> pds.v1.SetTopicEnabledResponse
+	11, // 36: pds.v1.TopicService.DeleteTopic:output_type -> pds.v1.DeleteTopicResponse
+	13, // 37: pds.v1.SubscriptionService.CreateSubscription:output_type -> pds.v1.CreateSubscriptionResponse
+	15, // 38: pds.v1.SubscriptionService.GetSubscription:output_type -> pds.v1.GetSubscriptionResponse
+	17, // 39: pds.v1.SubscriptionService.ListSubscriptions:output_type -> pds.v1.ListSubscriptionsResponse
+	19, // 40: pds.v1.SubscriptionService.UpdateSubscription:output_type -> pds.v1.UpdateSubscriptionResponse
+	21, // 41: pds.v1.SubscriptionService.SetSubscriptionEnabled:output_type -> pds.v1.SetSubscriptionEnabledResponse
+	23, // 42: pds.v1.SubscriptionService.DeleteSubscription:output_type -> pds.v1.DeleteSubscriptionResponse
+	25, // 43: pds.v1.ClusterService.JoinNode:output_type -> pds.v1.JoinNodeResponse
+	27, // 44: pds.v1.ClusterService.LeaveNode:output_type -> pds.v1.LeaveNodeResponse
+	30, // 45: pds.v1.ClusterService.ReportTopicStatus:output_type -> pds.v1.ReportTopicStatusResponse
+	31, // [31:46] is the sub-list for method output_type
+	16, // [16:31] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pds_v1_admin_proto_init() }
@@ -1512,7 +1708,7 @@ func file_pds_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pds_v1_admin_proto_rawDesc), len(file_pds_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -21,6 +21,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BrokerState is the outcome of carrying a topic's configuration out at the broker.
+type BrokerState int32
+
+const (
+	BrokerState_BROKER_STATE_UNSPECIFIED BrokerState = 0
+	// Not yet reported by any data-plane node.
+	BrokerState_BROKER_STATE_PENDING BrokerState = 1
+	// The broker holds the topic with the configured partitions.
+	BrokerState_BROKER_STATE_READY BrokerState = 2
+	// The last attempt failed; the data plane keeps retrying. See message.
+	BrokerState_BROKER_STATE_FAILED BrokerState = 3
+)
+
+// Enum value maps for BrokerState.
+var (
+	BrokerState_name = map[int32]string{
+		0: "BROKER_STATE_UNSPECIFIED",
+		1: "BROKER_STATE_PENDING",
+		2: "BROKER_STATE_READY",
+		3: "BROKER_STATE_FAILED",
+	}
+	BrokerState_value = map[string]int32{
+		"BROKER_STATE_UNSPECIFIED": 0,
+		"BROKER_STATE_PENDING":     1,
+		"BROKER_STATE_READY":       2,
+		"BROKER_STATE_FAILED":      3,
+	}
+)
+
+func (x BrokerState) Enum() *BrokerState {
+	p := new(BrokerState)
+	*p = x
+	return p
+}
+
+func (x BrokerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BrokerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_pds_v1_subscription_proto_enumTypes[0].Descriptor()
+}
+
+func (BrokerState) Type() protoreflect.EnumType {
+	return &file_pds_v1_subscription_proto_enumTypes[0]
+}
+
+func (x BrokerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BrokerState.Descriptor instead.
+func (BrokerState) EnumDescriptor() ([]byte, []int) {
+	return file_pds_v1_subscription_proto_rawDescGZIP(), []int{0}
+}
+
 // Topic is a row of portfolio_topics.
 type Topic struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,7 +90,9 @@ type Topic struct {
 	Partitions int32 `protobuf:"varint,5,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	Enabled    bool  `protobuf:"varint,6,opt,name=enabled,proto3" json:"enabled,omitempty"`
 	// RFC 3339, assigned by PDS.
-	CreatedAt     string `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt string `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Output only: how far the broker has carried out this topic's configuration. Not replicated.
+	BrokerStatus  *TopicBrokerStatus `protobuf:"bytes,8,opt,name=broker_status,json=brokerStatus,proto3" json:"broker_status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -118,6 +176,92 @@ func (x *Topic) GetCreatedAt() string {
 	return ""
 }
 
+func (x *Topic) GetBrokerStatus() *TopicBrokerStatus {
+	if x != nil {
+		return x.BrokerStatus
+	}
+	return nil
+}
+
+type TopicBrokerStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State BrokerState            `protobuf:"varint,1,opt,name=state,proto3,enum=pds.v1.BrokerState" json:"state,omitempty"`
+	// Why the last attempt failed, for FAILED.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Partitions the broker holds.
+	Partitions int32 `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// The data-plane node that reported, and when (RFC 3339).
+	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	UpdatedAt     string `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicBrokerStatus) Reset() {
+	*x = TopicBrokerStatus{}
+	mi := &file_pds_v1_subscription_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicBrokerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicBrokerStatus) ProtoMessage() {}
+
+func (x *TopicBrokerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pds_v1_subscription_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicBrokerStatus.ProtoReflect.Descriptor instead.
+func (*TopicBrokerStatus) Descriptor() ([]byte, []int) {
+	return file_pds_v1_subscription_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TopicBrokerStatus) GetState() BrokerState {
+	if x != nil {
+		return x.State
+	}
+	return BrokerState_BROKER_STATE_UNSPECIFIED
+}
+
+func (x *TopicBrokerStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TopicBrokerStatus) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *TopicBrokerStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *TopicBrokerStatus) GetUpdatedAt() string {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return ""
+}
+
 // Subscription is a row of portfolio_subscriptions.
 type Subscription struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -141,7 +285,7 @@ type Subscription struct {
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_pds_v1_subscription_proto_msgTypes[1]
+	mi := &file_pds_v1_subscription_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +297,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_pds_v1_subscription_proto_msgTypes[1]
+	mi := &file_pds_v1_subscription_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +310,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_pds_v1_subscription_proto_rawDescGZIP(), []int{1}
+	return file_pds_v1_subscription_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Subscription) GetId() string {
@@ -242,7 +386,7 @@ type SubscriptionFilters struct {
 
 func (x *SubscriptionFilters) Reset() {
 	*x = SubscriptionFilters{}
-	mi := &file_pds_v1_subscription_proto_msgTypes[2]
+	mi := &file_pds_v1_subscription_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +398,7 @@ func (x *SubscriptionFilters) String() string {
 func (*SubscriptionFilters) ProtoMessage() {}
 
 func (x *SubscriptionFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_pds_v1_subscription_proto_msgTypes[2]
+	mi := &file_pds_v1_subscription_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +411,7 @@ func (x *SubscriptionFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriptionFilters.ProtoReflect.Descriptor instead.
 func (*SubscriptionFilters) Descriptor() ([]byte, []int) {
-	return file_pds_v1_subscription_proto_rawDescGZIP(), []int{2}
+	return file_pds_v1_subscription_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubscriptionFilters) GetPortfolioIds() []string {
@@ -309,7 +453,7 @@ var File_pds_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_pds_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"\x19pds/v1/subscription.proto\x12\x06pds.v1\x1a\x16pds/v1/portfolio.proto\"\xe4\x01\n" +
+	"\x19pds/v1/subscription.proto\x12\x06pds.v1\x1a\x16pds/v1/portfolio.proto\"\xa4\x02\n" +
 	"\x05Topic\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -321,7 +465,17 @@ const file_pds_v1_subscription_proto_rawDesc = "" +
 	"partitions\x12\x18\n" +
 	"\aenabled\x18\x06 \x01(\bR\aenabled\x12\x1d\n" +
 	"\n" +
-	"created_at\x18\a \x01(\tR\tcreatedAt\"\xa2\x02\n" +
+	"created_at\x18\a \x01(\tR\tcreatedAt\x12>\n" +
+	"\rbroker_status\x18\b \x01(\v2\x19.pds.v1.TopicBrokerStatusR\fbrokerStatus\"\xb0\x01\n" +
+	"\x11TopicBrokerStatus\x12)\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x13.pds.v1.BrokerStateR\x05state\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x01(\x05R\n" +
+	"partitions\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\tR\tupdatedAt\"\xa2\x02\n" +
 	"\fSubscription\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12'\n" +
@@ -339,7 +493,12 @@ const file_pds_v1_subscription_proto_rawDesc = "" +
 	"data_types\x18\x02 \x03(\x0e2\x19.pds.v1.PortfolioDataTypeR\tdataTypes\x120\n" +
 	"\x14routing_key_patterns\x18\x03 \x03(\tR\x12routingKeyPatterns\x12!\n" +
 	"\fmin_priority\x18\x04 \x01(\x05R\vminPriority\x12\x10\n" +
-	"\x03cel\x18\x05 \x01(\tR\x03celB5Z3github.com/pds-platform/pds/common/gen/pds/v1;pdsv1b\x06proto3"
+	"\x03cel\x18\x05 \x01(\tR\x03cel*v\n" +
+	"\vBrokerState\x12\x1c\n" +
+	"\x18BROKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14BROKER_STATE_PENDING\x10\x01\x12\x16\n" +
+	"\x12BROKER_STATE_READY\x10\x02\x12\x17\n" +
+	"\x13BROKER_STATE_FAILED\x10\x03B5Z3github.com/pds-platform/pds/common/gen/pds/v1;pdsv1b\x06proto3"
 
 var (
 	file_pds_v1_subscription_proto_rawDescOnce sync.Once
@@ -353,22 +512,27 @@ func file_pds_v1_subscription_proto_rawDescGZIP() []byte {
 	return file_pds_v1_subscription_proto_rawDescData
 }
 
-var file_pds_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_pds_v1_subscription_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_pds_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_pds_v1_subscription_proto_goTypes = []any{
-	(*Topic)(nil),               // 0: pds.v1.Topic
-	(*Subscription)(nil),        // 1: pds.v1.Subscription
-	(*SubscriptionFilters)(nil), // 2: pds.v1.SubscriptionFilters
-	(PortfolioDataType)(0),      // 3: pds.v1.PortfolioDataType
+	(BrokerState)(0),            // 0: pds.v1.BrokerState
+	(*Topic)(nil),               // 1: pds.v1.Topic
+	(*TopicBrokerStatus)(nil),   // 2: pds.v1.TopicBrokerStatus
+	(*Subscription)(nil),        // 3: pds.v1.Subscription
+	(*SubscriptionFilters)(nil), // 4: pds.v1.SubscriptionFilters
+	(PortfolioDataType)(0),      // 5: pds.v1.PortfolioDataType
 }
 var file_pds_v1_subscription_proto_depIdxs = []int32{
-	3, // 0: pds.v1.Topic.data_type:type_name -> pds.v1.PortfolioDataType
-	2, // 1: pds.v1.Subscription.filters:type_name -> pds.v1.SubscriptionFilters
-	3, // 2: pds.v1.SubscriptionFilters.data_types:type_name -> pds.v1.PortfolioDataType
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 0: pds.v1.Topic.data_type:type_name -> pds.v1.PortfolioDataType
+	2, // 1: pds.v1.Topic.broker_status:type_name -> pds.v1.TopicBrokerStatus
+	0, // 2: pds.v1.TopicBrokerStatus.state:type_name -> pds.v1.BrokerState
+	4, // 3: pds.v1.Subscription.filters:type_name -> pds.v1.SubscriptionFilters
+	5, // 4: pds.v1.SubscriptionFilters.data_types:type_name -> pds.v1.PortfolioDataType
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_pds_v1_subscription_proto_init() }
@@ -382,13 +546,14 @@ func file_pds_v1_subscription_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pds_v1_subscription_proto_rawDesc), len(file_pds_v1_subscription_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_pds_v1_subscription_proto_goTypes,
 		DependencyIndexes: file_pds_v1_subscription_proto_depIdxs,
+		EnumInfos:         file_pds_v1_subscription_proto_enumTypes,
 		MessageInfos:      file_pds_v1_subscription_proto_msgTypes,
 	}.Build()
 	File_pds_v1_subscription_proto = out.File

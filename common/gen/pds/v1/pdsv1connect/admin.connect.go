@@ -76,6 +76,9 @@ const (
 	// ClusterServiceLeaveNodeProcedure is the fully-qualified name of the ClusterService's LeaveNode
 	// RPC.
 	ClusterServiceLeaveNodeProcedure = "/pds.v1.ClusterService/LeaveNode"
+	// ClusterServiceReportTopicStatusProcedure is the fully-qualified name of the ClusterService's
+	// ReportTopicStatus RPC.
+	ClusterServiceReportTopicStatusProcedure = "/pds.v1.ClusterService/ReportTopicStatus"
 )
 
 // TopicServiceClient is a client for the pds.v1.TopicService service.
@@ -488,6 +491,8 @@ func (UnimplementedSubscriptionServiceHandler) DeleteSubscription(context.Contex
 type ClusterServiceClient interface {
 	JoinNode(context.Context, *connect.Request[v1.JoinNodeRequest]) (*connect.Response[v1.JoinNodeResponse], error)
 	LeaveNode(context.Context, *connect.Request[v1.LeaveNodeRequest]) (*connect.Response[v1.LeaveNodeResponse], error)
+	// ReportTopicStatus records what a node's broker driver did with topics; shown as Topic.broker_status.
+	ReportTopicStatus(context.Context, *connect.Request[v1.ReportTopicStatusRequest]) (*connect.Response[v1.ReportTopicStatusResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the pds.v1.ClusterService service. By default, it
@@ -513,13 +518,20 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("LeaveNode")),
 			connect.WithClientOptions(opts...),
 		),
+		reportTopicStatus: connect.NewClient[v1.ReportTopicStatusRequest, v1.ReportTopicStatusResponse](
+			httpClient,
+			baseURL+ClusterServiceReportTopicStatusProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ReportTopicStatus")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // clusterServiceClient implements ClusterServiceClient.
 type clusterServiceClient struct {
-	joinNode  *connect.Client[v1.JoinNodeRequest, v1.JoinNodeResponse]
-	leaveNode *connect.Client[v1.LeaveNodeRequest, v1.LeaveNodeResponse]
+	joinNode          *connect.Client[v1.JoinNodeRequest, v1.JoinNodeResponse]
+	leaveNode         *connect.Client[v1.LeaveNodeRequest, v1.LeaveNodeResponse]
+	reportTopicStatus *connect.Client[v1.ReportTopicStatusRequest, v1.ReportTopicStatusResponse]
 }
 
 // JoinNode calls pds.v1.ClusterService.JoinNode.
@@ -532,10 +544,17 @@ func (c *clusterServiceClient) LeaveNode(ctx context.Context, req *connect.Reque
 	return c.leaveNode.CallUnary(ctx, req)
 }
 
+// ReportTopicStatus calls pds.v1.ClusterService.ReportTopicStatus.
+func (c *clusterServiceClient) ReportTopicStatus(ctx context.Context, req *connect.Request[v1.ReportTopicStatusRequest]) (*connect.Response[v1.ReportTopicStatusResponse], error) {
+	return c.reportTopicStatus.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the pds.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	JoinNode(context.Context, *connect.Request[v1.JoinNodeRequest]) (*connect.Response[v1.JoinNodeResponse], error)
 	LeaveNode(context.Context, *connect.Request[v1.LeaveNodeRequest]) (*connect.Response[v1.LeaveNodeResponse], error)
+	// ReportTopicStatus records what a node's broker driver did with topics; shown as Topic.broker_status.
+	ReportTopicStatus(context.Context, *connect.Request[v1.ReportTopicStatusRequest]) (*connect.Response[v1.ReportTopicStatusResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -557,12 +576,20 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("LeaveNode")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceReportTopicStatusHandler := connect.NewUnaryHandler(
+		ClusterServiceReportTopicStatusProcedure,
+		svc.ReportTopicStatus,
+		connect.WithSchema(clusterServiceMethods.ByName("ReportTopicStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/pds.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceJoinNodeProcedure:
 			clusterServiceJoinNodeHandler.ServeHTTP(w, r)
 		case ClusterServiceLeaveNodeProcedure:
 			clusterServiceLeaveNodeHandler.ServeHTTP(w, r)
+		case ClusterServiceReportTopicStatusProcedure:
+			clusterServiceReportTopicStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -578,4 +605,8 @@ func (UnimplementedClusterServiceHandler) JoinNode(context.Context, *connect.Req
 
 func (UnimplementedClusterServiceHandler) LeaveNode(context.Context, *connect.Request[v1.LeaveNodeRequest]) (*connect.Response[v1.LeaveNodeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("pds.v1.ClusterService.LeaveNode is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ReportTopicStatus(context.Context, *connect.Request[v1.ReportTopicStatusRequest]) (*connect.Response[v1.ReportTopicStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("pds.v1.ClusterService.ReportTopicStatus is not implemented"))
 }

@@ -2,8 +2,8 @@
 // @generated from file pds/v1/subscription.proto (package pds.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { PortfolioDataType } from "./portfolio_pb";
 import { file_pds_v1_portfolio } from "./portfolio_pb";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pds/v1/subscription.proto.
  */
 export const file_pds_v1_subscription: GenFile = /*@__PURE__*/
-  fileDesc("ChlwZHMvdjEvc3Vic2NyaXB0aW9uLnByb3RvEgZwZHMudjEioQEKBVRvcGljEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgp0b3BpY19uYW1lGAMgASgJEiwKCWRhdGFfdHlwZRgEIAEoDjIZLnBkcy52MS5Qb3J0Zm9saW9EYXRhVHlwZRISCgpwYXJ0aXRpb25zGAUgASgFEg8KB2VuYWJsZWQYBiABKAgSEgoKY3JlYXRlZF9hdBgHIAEoCSLJAQoMU3Vic2NyaXB0aW9uEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIXCg9zdWJzY3JpcHRpb25faWQYAyABKAkSEgoKdG9waWNfbmFtZRgEIAEoCRIbChNzdWJzY3JpYmVyX3dvcmtmbG93GAUgASgJEiwKB2ZpbHRlcnMYBiABKAsyGy5wZHMudjEuU3Vic2NyaXB0aW9uRmlsdGVycxIOCgZzdGF0dXMYByABKAkSEgoKY3JlYXRlZF9hdBgIIAEoCSKcAQoTU3Vic2NyaXB0aW9uRmlsdGVycxIVCg1wb3J0Zm9saW9faWRzGAEgAygJEi0KCmRhdGFfdHlwZXMYAiADKA4yGS5wZHMudjEuUG9ydGZvbGlvRGF0YVR5cGUSHAoUcm91dGluZ19rZXlfcGF0dGVybnMYAyADKAkSFAoMbWluX3ByaW9yaXR5GAQgASgFEgsKA2NlbBgFIAEoCUI1WjNnaXRodWIuY29tL3Bkcy1wbGF0Zm9ybS9wZHMvY29tbW9uL2dlbi9wZHMvdjE7cGRzdjFiBnByb3RvMw", [file_pds_v1_portfolio]);
+  fileDesc("ChlwZHMvdjEvc3Vic2NyaXB0aW9uLnByb3RvEgZwZHMudjEi0wEKBVRvcGljEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgp0b3BpY19uYW1lGAMgASgJEiwKCWRhdGFfdHlwZRgEIAEoDjIZLnBkcy52MS5Qb3J0Zm9saW9EYXRhVHlwZRISCgpwYXJ0aXRpb25zGAUgASgFEg8KB2VuYWJsZWQYBiABKAgSEgoKY3JlYXRlZF9hdBgHIAEoCRIwCg1icm9rZXJfc3RhdHVzGAggASgLMhkucGRzLnYxLlRvcGljQnJva2VyU3RhdHVzIoEBChFUb3BpY0Jyb2tlclN0YXR1cxIiCgVzdGF0ZRgBIAEoDjITLnBkcy52MS5Ccm9rZXJTdGF0ZRIPCgdtZXNzYWdlGAIgASgJEhIKCnBhcnRpdGlvbnMYAyABKAUSDwoHbm9kZV9pZBgEIAEoCRISCgp1cGRhdGVkX2F0GAUgASgJIskBCgxTdWJzY3JpcHRpb24SCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhcKD3N1YnNjcmlwdGlvbl9pZBgDIAEoCRISCgp0b3BpY19uYW1lGAQgASgJEhsKE3N1YnNjcmliZXJfd29ya2Zsb3cYBSABKAkSLAoHZmlsdGVycxgGIAEoCzIbLnBkcy52MS5TdWJzY3JpcHRpb25GaWx0ZXJzEg4KBnN0YXR1cxgHIAEoCRISCgpjcmVhdGVkX2F0GAggASgJIpwBChNTdWJzY3JpcHRpb25GaWx0ZXJzEhUKDXBvcnRmb2xpb19pZHMYASADKAkSLQoKZGF0YV90eXBlcxgCIAMoDjIZLnBkcy52MS5Qb3J0Zm9saW9EYXRhVHlwZRIcChRyb3V0aW5nX2tleV9wYXR0ZXJucxgDIAMoCRIUCgxtaW5fcHJpb3JpdHkYBCABKAUSCwoDY2VsGAUgASgJKnYKC0Jyb2tlclN0YXRlEhwKGEJST0tFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJST0tFUl9TVEFURV9QRU5ESU5HEAESFgoSQlJPS0VSX1NUQVRFX1JFQURZEAISFwoTQlJPS0VSX1NUQVRFX0ZBSUxFRBADQjVaM2dpdGh1Yi5jb20vcGRzLXBsYXRmb3JtL3Bkcy9jb21tb24vZ2VuL3Bkcy92MTtwZHN2MWIGcHJvdG8z", [file_pds_v1_portfolio]);
 
 /**
  * Topic is a row of portfolio_topics.
@@ -62,6 +62,13 @@ export type Topic = Message<"pds.v1.Topic"> & {
    * @generated from field: string created_at = 7;
    */
   createdAt: string;
+
+  /**
+   * Output only: how far the broker has carried out this topic's configuration. Not replicated.
+   *
+   * @generated from field: pds.v1.TopicBrokerStatus broker_status = 8;
+   */
+  brokerStatus?: TopicBrokerStatus | undefined;
 };
 
 /**
@@ -70,6 +77,49 @@ export type Topic = Message<"pds.v1.Topic"> & {
  */
 export const TopicSchema: GenMessage<Topic> = /*@__PURE__*/
   messageDesc(file_pds_v1_subscription, 0);
+
+/**
+ * @generated from message pds.v1.TopicBrokerStatus
+ */
+export type TopicBrokerStatus = Message<"pds.v1.TopicBrokerStatus"> & {
+  /**
+   * @generated from field: pds.v1.BrokerState state = 1;
+   */
+  state: BrokerState;
+
+  /**
+   * Why the last attempt failed, for FAILED.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * Partitions the broker holds.
+   *
+   * @generated from field: int32 partitions = 3;
+   */
+  partitions: number;
+
+  /**
+   * The data-plane node that reported, and when (RFC 3339).
+   *
+   * @generated from field: string node_id = 4;
+   */
+  nodeId: string;
+
+  /**
+   * @generated from field: string updated_at = 5;
+   */
+  updatedAt: string;
+};
+
+/**
+ * Describes the message pds.v1.TopicBrokerStatus.
+ * Use `create(TopicBrokerStatusSchema)` to create a new message.
+ */
+export const TopicBrokerStatusSchema: GenMessage<TopicBrokerStatus> = /*@__PURE__*/
+  messageDesc(file_pds_v1_subscription, 1);
 
 /**
  * Subscription is a row of portfolio_subscriptions.
@@ -135,7 +185,7 @@ export type Subscription = Message<"pds.v1.Subscription"> & {
  * Use `create(SubscriptionSchema)` to create a new message.
  */
 export const SubscriptionSchema: GenMessage<Subscription> = /*@__PURE__*/
-  messageDesc(file_pds_v1_subscription, 1);
+  messageDesc(file_pds_v1_subscription, 2);
 
 /**
  * SubscriptionFilters narrow what a subscription receives. Every set filter must match; empty lists match all.
@@ -179,5 +229,44 @@ export type SubscriptionFilters = Message<"pds.v1.SubscriptionFilters"> & {
  * Use `create(SubscriptionFiltersSchema)` to create a new message.
  */
 export const SubscriptionFiltersSchema: GenMessage<SubscriptionFilters> = /*@__PURE__*/
-  messageDesc(file_pds_v1_subscription, 2);
+  messageDesc(file_pds_v1_subscription, 3);
+
+/**
+ * BrokerState is the outcome of carrying a topic's configuration out at the broker.
+ *
+ * @generated from enum pds.v1.BrokerState
+ */
+export enum BrokerState {
+  /**
+   * @generated from enum value: BROKER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not yet reported by any data-plane node.
+   *
+   * @generated from enum value: BROKER_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The broker holds the topic with the configured partitions.
+   *
+   * @generated from enum value: BROKER_STATE_READY = 2;
+   */
+  READY = 2,
+
+  /**
+   * The last attempt failed; the data plane keeps retrying. See message.
+   *
+   * @generated from enum value: BROKER_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum pds.v1.BrokerState.
+ */
+export const BrokerStateSchema: GenEnum<BrokerState> = /*@__PURE__*/
+  enumDesc(file_pds_v1_subscription, 0);
 
