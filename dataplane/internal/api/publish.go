@@ -123,7 +123,9 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 			batches[topic.GetId()] = batch
 			batchOrder = append(batchOrder, batch)
 		}
-		batch.records = append(batch.records, broker.Record{Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value})
+		batch.records = append(batch.records, broker.Record{
+			Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value, Properties: recordProperties(ctx, ev),
+		})
 		resp.Events[i] = &pdsv1.PublishedEvent{
 			EventId:    ev.GetEventId(),
 			Topic:      topicName,
