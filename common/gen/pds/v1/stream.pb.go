@@ -195,7 +195,8 @@ type DeliveredEvent struct {
 	Event    *PortfolioDistributed `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
 	DataType PortfolioDataType     `protobuf:"varint,3,opt,name=data_type,json=dataType,proto3,enum=pds.v1.PortfolioDataType" json:"data_type,omitempty"`
 	Priority int32                 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
-	// 1 on first delivery, higher on redelivery.
+	// 1 on first delivery, higher on redelivery. A redelivery after the serving node died without closing
+	// its stream may still say 1 (Pulsar does not count a lost consumer); event_id identifies duplicates.
 	DeliveryAttempt int32 `protobuf:"varint,5,opt,name=delivery_attempt,json=deliveryAttempt,proto3" json:"delivery_attempt,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

@@ -93,7 +93,8 @@ export type DeliveredEvent = Message<"pds.v1.DeliveredEvent"> & {
   priority: number;
 
   /**
-   * 1 on first delivery, higher on redelivery.
+   * 1 on first delivery, higher on redelivery. A redelivery after the serving node died without closing
+   * its stream may still say 1 (Pulsar does not count a lost consumer); event_id identifies duplicates.
    *
    * @generated from field: int32 delivery_attempt = 5;
    */
