@@ -119,6 +119,8 @@ type PulsarBroker struct {
 	closeOnce sync.Once
 	// closing tracks consumers finishing their Close in the background.
 	closing sync.WaitGroup
+	// released remembers the attempts of records released by closed consumers (see releasedAttempts).
+	released releasedAttempts
 
 	mu         sync.Mutex
 	namespaces map[string]bool // ensured namespaces, by tenant/namespace

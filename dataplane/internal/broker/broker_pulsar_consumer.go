@@ -61,6 +61,10 @@ func (b *PulsarBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opts 
 			ReceiverQueueSize:              receiverQueueSize(opts.MaxUnacked, sub.Topic.Partitions),
 			NackRedeliveryDelay:            b.opts.NackRedeliveryDelay,
 			EnableBatchIndexAcknowledgment: true,
+			// Ack returns once Pulsar has recorded the acks. The client's default groups acks and sends
+			// them up to 100ms later, and meanwhile drops incoming records whose ack is pending: an ack
+			// sent after a Seek marked the replayed record consumed again, so the replay skipped it.
+			AckWithResponse: true,
 		},
 		ackDeadline:   opts.AckDeadline,
 		maxUnacked:    opts.MaxUnacked,
@@ -143,6 +147,7 @@ func (b *PulsarBroker) DeleteSubscription(ctx context.Context, sub SubscriptionR
 		}
 		return err
 	})
+	b.released.forget(names.topic + "\x00" + name)
 	if err != nil {
 		return fmt.Errorf("delete subscription %s: %w", sub.ID, err)
 	}
@@ -150,7 +155,8 @@ func (b *PulsarBroker) DeleteSubscription(ctx context.Context, sub SubscriptionR
 }
 
 // Seek moves the subscription through the admin API, so it works with or without consumers attached
-// (Pulsar disconnects attached consumers, which reconnect at the new position).
+// (Pulsar disconnects attached consumers, which reconnect at the new position). Acks are synchronous
+// (AckWithResponse), so every Ack that returned before Seek was recorded before the cursor moved.
 func (b *PulsarBroker) Seek(ctx context.Context, sub SubscriptionRef, pos SeekPosition) error {
 	if err := pos.validate(); err != nil {
 		return fmt.Errorf("seek %s: %w", sub.ID, err)
@@ -194,10 +200,31 @@ func (b *PulsarBroker) Seek(ctx context.Context, sub SubscriptionRef, pos SeekPo
 			return b.admin.Subscriptions().ResetCursorToTimestampWithContext(ctx, topic, name, pos.Time.UnixMilli())
 		}
 	}
+	// Records handed out before the seek are either replayed (at or after the position) or counted as
+	// acknowledged (before it): their handles become unknown, before the reset and again after it for
+	// records handed out meanwhile, so a late ack cannot consume the replayed record at their position.
+	b.dropHeld(names.topic, name)
+	b.released.forget(names.topic + "\x00" + name)
 	if err := b.retryAdmin(ctx, "seek subscription "+name, op); err != nil {
 		return fmt.Errorf("seek %s: %w", sub.ID, err)
 	}
+	b.dropHeld(names.topic, name)
 	return nil
+}
+
+// dropHeld forgets what this process's consumers of the subscription handed out and was not acknowledged.
+func (b *PulsarBroker) dropHeld(topic, subscription string) {
+	b.mu.Lock()
+	var matched []*pulsarConsumer
+	for c := range b.consumers {
+		if c.topic == topic && c.subscription == subscription {
+			matched = append(matched, c)
+		}
+	}
+	b.mu.Unlock()
+	for _, c := range matched {
+		c.dropHeld()
+	}
 }
 
 // pulsarConsumer hands out records within MaxUnacked and enforces the ack deadline itself (the Go client
@@ -231,8 +258,11 @@ type pulsarConsumer struct {
 }
 
 type heldMessage struct {
-	consumer pulsar.Consumer
-	id       pulsar.MessageID
+	consumer  pulsar.Consumer
+	nacksSent *nackSentWatch // of consumer
+	id        pulsar.MessageID
+	topic     string // partition topic
+	attempt   int
 }
 
 type tokenDeadline struct {
@@ -246,9 +276,62 @@ var _ Consumer = (*pulsarConsumer)(nil)
 // Subscribe returns; they wait for ready, since acking through a consumer still being built races with
 // its construction.
 type partitionConsumer struct {
-	ready chan struct{} // closed once pc is set or the subscription failed (pc nil)
-	pc    pulsar.Consumer
+	ready     chan struct{} // closed once pc is set or the subscription failed (pc nil)
+	pc        pulsar.Consumer
+	nacksSent *nackSentWatch // the interceptor of pc
 }
+
+// nackSentWatch is a consumer interceptor that tells when the client sent the redelivery request of
+// nacked records. The client's nack tracker sends it from a timer about NackRedeliveryDelay after NackID,
+// and reports it (OnNegativeAcksSend) right after queueing the request on the consumer's event loop, so
+// a close request queued after that report follows it on the same connection, and Pulsar, which handles
+// a connection's commands in order, has counted the redeliveries before it releases the rest.
+type nackSentWatch struct {
+	mu      sync.Mutex
+	waiters map[entryPosition]chan struct{}
+}
+
+type entryPosition struct {
+	ledger, entry int64
+}
+
+var _ pulsar.ConsumerInterceptor = (*nackSentWatch)(nil)
+
+func positionOf(id pulsar.MessageID) entryPosition {
+	return entryPosition{ledger: id.LedgerID(), entry: id.EntryID()}
+}
+
+// await returns a channel closed once the redelivery request of id's entry has been queued. Call it
+// before NackID.
+func (w *nackSentWatch) await(id pulsar.MessageID) <-chan struct{} {
+	pos := positionOf(id)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waiters == nil {
+		w.waiters = map[entryPosition]chan struct{}{}
+	}
+	ch, ok := w.waiters[pos]
+	if !ok {
+		ch = make(chan struct{})
+		w.waiters[pos] = ch
+	}
+	return ch
+}
+
+func (w *nackSentWatch) OnNegativeAcksSend(_ pulsar.Consumer, ids []pulsar.MessageID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		pos := positionOf(id)
+		if ch, ok := w.waiters[pos]; ok {
+			close(ch)
+			delete(w.waiters, pos)
+		}
+	}
+}
+
+func (w *nackSentWatch) BeforeConsume(pulsar.ConsumerMessage)            {}
+func (w *nackSentWatch) OnAcknowledge(pulsar.Consumer, pulsar.MessageID) {}
 
 // attachPartitions subscribes to every partition of the topic not attached yet. Only Subscribe and then
 // discoverPartitions call it, one after the other.
@@ -267,13 +350,14 @@ func (c *pulsarConsumer) attachPartitions() error {
 			c.partMu.Unlock()
 			continue
 		}
-		entry := &partitionConsumer{ready: make(chan struct{})}
+		entry := &partitionConsumer{ready: make(chan struct{}), nacksSent: &nackSentWatch{}}
 		c.partitions[pt] = entry
 		c.partMu.Unlock()
 
 		opts := c.options
 		opts.Topic = pt
 		opts.MessageChannel = c.messages
+		opts.Interceptors = pulsar.ConsumerInterceptors{entry.nacksSent}
 		entry.pc, err = c.broker.client.Subscribe(opts)
 		close(entry.ready)
 		if err != nil {
@@ -290,7 +374,7 @@ func (c *pulsarConsumer) attachPartitions() error {
 
 // consumerOf returns the attached consumer of a partition topic, waiting while it is being attached; nil
 // when the partition is not (or no longer) attached.
-func (c *pulsarConsumer) consumerOf(partitionTopic string) pulsar.Consumer {
+func (c *pulsarConsumer) consumerOf(partitionTopic string) *partitionConsumer {
 	c.partMu.Lock()
 	entry, ok := c.partitions[partitionTopic]
 	c.partMu.Unlock()
@@ -299,7 +383,10 @@ func (c *pulsarConsumer) consumerOf(partitionTopic string) pulsar.Consumer {
 	}
 	select {
 	case <-entry.ready:
-		return entry.pc
+		if entry.pc == nil {
+			return nil
+		}
+		return entry
 	case <-c.closedCh:
 		return nil
 	}
@@ -401,7 +488,7 @@ func (c *pulsarConsumer) Receive(ctx context.Context, limit int) ([]Delivery, er
 }
 
 func (c *pulsarConsumer) deliver(msgs []pulsar.ConsumerMessage) ([]Delivery, error) {
-	consumers := make([]pulsar.Consumer, len(msgs))
+	consumers := make([]*partitionConsumer, len(msgs))
 	for i, m := range msgs {
 		if consumers[i] = c.consumerOf(m.Topic()); consumers[i] == nil {
 			// Closed meanwhile: Pulsar delivers the records again to other consumers.
@@ -430,10 +517,10 @@ func (c *pulsarConsumer) deliver(msgs []pulsar.ConsumerMessage) ([]Delivery, err
 				Properties: props,
 			},
 			Handle:      AckHandle{Token: token},
-			Attempt:     int(m.RedeliveryCount()) + 1,
+			Attempt:     max(int(m.RedeliveryCount())+1, c.broker.released.take(c.subscriptionKey(), m.Topic(), m.ID())),
 			PublishTime: m.PublishTime(),
 		}
-		c.outstanding[token] = heldMessage{consumer: consumers[i], id: m.ID()}
+		c.outstanding[token] = heldMessage{consumer: consumers[i].pc, nacksSent: consumers[i].nacksSent, id: m.ID(), topic: m.Topic(), attempt: out[i].Attempt}
 		c.deadlines = append(c.deadlines, tokenDeadline{token: token, at: deadline})
 	}
 	return out, nil
@@ -460,15 +547,24 @@ func (c *pulsarConsumer) freed() {
 }
 
 // Ack acknowledges records individually (batch index acks, so one record of a batch is never delivered
-// again while its neighbours are). Unknown and repeated handles are ignored.
+// again while its neighbours are) and returns once Pulsar recorded them: one round trip per partition
+// consumer involved. Unknown and repeated handles are ignored, as are handles from before a Seek.
 func (c *pulsarConsumer) Ack(_ context.Context, handles ...AckHandle) error {
-	ids := c.take(handles)
-	if len(ids) == 0 {
+	held := c.take(handles)
+	if len(held) == 0 {
 		return nil
 	}
 	c.freed()
-	for _, m := range ids {
-		if err := m.consumer.AckID(m.id); err != nil {
+	byConsumer := map[pulsar.Consumer][]pulsar.MessageID{}
+	var order []pulsar.Consumer
+	for _, m := range held {
+		if _, ok := byConsumer[m.consumer]; !ok {
+			order = append(order, m.consumer)
+		}
+		byConsumer[m.consumer] = append(byConsumer[m.consumer], m.id)
+	}
+	for _, pc := range order {
+		if err := pc.AckIDList(byConsumer[pc]); err != nil {
 			select {
 			case <-c.closedCh:
 				return c.closedErr()
@@ -478,6 +574,16 @@ func (c *pulsarConsumer) Ack(_ context.Context, handles ...AckHandle) error {
 		}
 	}
 	return nil
+}
+
+// dropHeld forgets the records handed out and not yet acknowledged: after a Seek their handles are
+// stale, and acking one would mark the replayed record at its position consumed.
+func (c *pulsarConsumer) dropHeld() {
+	c.mu.Lock()
+	c.outstanding = map[string]heldMessage{}
+	c.deadlines = nil
+	c.mu.Unlock()
+	c.freed()
 }
 
 // Nack returns records to Pulsar, which delivers them again after NackRedeliveryDelay.
@@ -536,7 +642,12 @@ func (c *pulsarConsumer) expireLoop() {
 // other consumers at once. Pulsar does not count a record released by a closing consumer as redelivered,
 // so records handed out and not acknowledged are nacked first (Pulsar raises their redelivery count, and
 // their next delivery says Attempt 2 or more). The client sends nacks about NackRedeliveryDelay later, so
-// the Pulsar consumers are then closed in the background; the broker's Close waits for that.
+// the Pulsar consumers are closed in the background once the client reported every redelivery request
+// queued (nackSentWatch): Pulsar handles them before the close. The broker's Close waits for that.
+//
+// Pulsar keeps redelivery counts only while the subscription has consumers: when its last consumer
+// leaves, it forgets them. So the broker also remembers the next attempt of each released record
+// (releasedAttempts), for when this process delivers it again, e.g. to a subscriber that reconnects.
 func (c *pulsarConsumer) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -555,17 +666,28 @@ func (c *pulsarConsumer) Close() error {
 			finish()
 			return
 		}
+		sent := make([]<-chan struct{}, 0, len(held))
 		for _, m := range held {
+			c.broker.released.remember(c.subscriptionKey(), m.topic, m.id, m.attempt+1)
+			sent = append(sent, m.nacksSent.await(m.id))
 			m.consumer.NackID(m.id)
 		}
 		go func() {
 			defer c.broker.closing.Done()
-			// The client sends nacks from a ticker of a third of the delay; nothing reports when it did.
-			t := time.NewTimer(c.broker.opts.NackRedeliveryDelay*4/3 + nackFlushMargin)
+			// A safety net only: the client sends nacks from a ticker of a third of the delay.
+			t := time.NewTimer(c.broker.opts.NackRedeliveryDelay*4/3 + nackSendTimeout)
 			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-c.broker.closed:
+		wait:
+			for _, ch := range sent {
+				select {
+				case <-ch:
+				case <-t.C:
+					c.broker.log.Warn("closing consumer before the client sent its nacks; released records may come back as first attempts",
+						"topic", c.topic, "subscription", c.subscription)
+					break wait
+				case <-c.broker.closed:
+					break wait
+				}
 			}
 			finish()
 		}()
@@ -573,11 +695,93 @@ func (c *pulsarConsumer) Close() error {
 	return nil
 }
 
-// nackFlushMargin is added to the nack tracker's schedule when Close waits for its nacks to be sent.
-const nackFlushMargin = 50 * time.Millisecond
+// nackSendTimeout is added to the nack tracker's schedule to bound how long Close waits for the client to
+// send its nacks; reaching it means the client stalled.
+const nackSendTimeout = 10 * time.Second
 
 // closeGone closes the consumer because its subscription or topic is being deleted.
 func (c *pulsarConsumer) closeGone() {
 	c.gone.Store(true)
 	_ = c.Close()
+}
+
+func (c *pulsarConsumer) subscriptionKey() string { return c.topic + "\x00" + c.subscription }
+
+// releasedAttempts remembers, per subscription, the attempt number the next delivery of a record released
+// by a closed consumer must at least carry: Pulsar forgets redelivery counts when a subscription's last
+// consumer leaves. An entry goes when the record is delivered again in this process, when the
+// subscription is sought or deleted, or after releasedAttemptsTTL (the record went to another process or
+// was acknowledged there).
+type releasedAttempts struct {
+	mu   sync.Mutex
+	subs map[string]map[releasedID]releasedAttempt
+}
+
+type releasedID struct {
+	topic                  string // partition topic
+	ledger, entry, batchIx int64
+}
+
+type releasedAttempt struct {
+	attempt int
+	at      time.Time
+}
+
+const releasedAttemptsTTL = 10 * time.Minute
+
+func releasedIDOf(topic string, id pulsar.MessageID) releasedID {
+	return releasedID{topic: topic, ledger: id.LedgerID(), entry: id.EntryID(), batchIx: int64(id.BatchIdx())}
+}
+
+func (r *releasedAttempts) remember(sub, topic string, id pulsar.MessageID, attempt int) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.subs == nil {
+		r.subs = map[string]map[releasedID]releasedAttempt{}
+	}
+	ids := r.subs[sub]
+	if ids == nil {
+		ids = map[releasedID]releasedAttempt{}
+		r.subs[sub] = ids
+	}
+	for k, v := range ids {
+		if now.Sub(v.at) > releasedAttemptsTTL {
+			delete(ids, k)
+		}
+	}
+	key := releasedIDOf(topic, id)
+	if prev, ok := ids[key]; !ok || prev.attempt < attempt {
+		ids[key] = releasedAttempt{attempt: attempt, at: now}
+	}
+}
+
+// take returns the remembered attempt of a record delivered again (0 if none) and forgets it.
+func (r *releasedAttempts) take(sub, topic string, id pulsar.MessageID) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := r.subs[sub]
+	if len(ids) == 0 {
+		return 0
+	}
+	key := releasedIDOf(topic, id)
+	v, ok := ids[key]
+	if !ok {
+		return 0
+	}
+	delete(ids, key)
+	if len(ids) == 0 {
+		delete(r.subs, sub)
+	}
+	if time.Since(v.at) > releasedAttemptsTTL {
+		return 0
+	}
+	return v.attempt
+}
+
+// forget drops what is remembered for a subscription (sought or deleted).
+func (r *releasedAttempts) forget(sub string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.subs, sub)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -714,29 +715,71 @@ func TestPulsarRecordsReleasedByClosedConsumerComeBackAsAttempt2(t *testing.T) {
 		t.Skip("runs against a real Pulsar")
 	}
 	t.Parallel()
-	b := openPulsarForTest(t, serviceURL, adminURL, newPulsarTenantPrefix(t, adminURL))
-	topic := newTopic(t, b, 2)
-	records := makeRecords("released", 10, 2)
-	publish(t, b, topic, records)
-	sub := newSubscription(topic)
-	opts := ConsumerOptions{AckDeadline: time.Minute}
-	first := subscribe(t, b, sub, opts)
-	taken := receiveN(t, first, len(records), false)
-	for _, dl := range taken {
-		if dl.Attempt != 1 {
-			t.Fatalf("event %q first delivered with Attempt %d, want 1", dl.EventID, dl.Attempt)
-		}
+	// Pulsar keeps redelivery counts only while the subscription has a consumer. With another consumer
+	// attached (streams or nodes sharing a subscription) Pulsar counts the nack the closing consumer sends
+	// before it leaves; with none left (a subscriber reconnecting) the broker remembers the attempts. The
+	// test once subscribed right after Close returned and passed only while that Subscribe outran the
+	// background close.
+	cases := []struct {
+		name          string
+		attachedFirst bool // the second consumer subscribes before the first closes
+	}{
+		{"another consumer attached", true},
+		{"no consumer left", false},
 	}
-	if err := first.Close(); err != nil {
-		t.Fatalf("Close consumer: %v", err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := openPulsarForTest(t, serviceURL, adminURL, newPulsarTenantPrefix(t, adminURL))
+			topic := newTopic(t, b, 2)
+			records := makeRecords("released", 10, 2)
+			publish(t, b, topic, records)
+			sub := newSubscription(topic)
+			opts := ConsumerOptions{AckDeadline: time.Minute}
+			first := subscribe(t, b, sub, opts)
+			taken := receiveN(t, first, len(records), false)
+			for _, dl := range taken {
+				if dl.Attempt != 1 {
+					t.Fatalf("event %q first delivered with Attempt %d, want 1", dl.EventID, dl.Attempt)
+				}
+			}
+			var second Consumer
+			if tc.attachedFirst {
+				second = subscribe(t, b, sub, opts)
+			}
+			if err := first.Close(); err != nil {
+				t.Fatalf("Close consumer: %v", err)
+			}
+			if !tc.attachedFirst {
+				waitDetached(t, b, first.(*pulsarConsumer))
+				second = subscribe(t, b, sub, opts)
+			}
+			again := receiveN(t, second, len(records), true)
+			assertSameIDs(t, "records released by the closed consumer", eventIDs(again), eventIDs(taken))
+			for _, dl := range again {
+				if dl.Attempt < 2 {
+					t.Errorf("event %q delivered again after its consumer closed with Attempt %d, want 2 or more", dl.EventID, dl.Attempt)
+				}
+			}
+		})
 	}
-	second := subscribe(t, b, sub, opts)
-	again := receiveN(t, second, len(records), true)
-	assertSameIDs(t, "records released by the closed consumer", eventIDs(again), eventIDs(taken))
-	for _, dl := range again {
-		if dl.Attempt < 2 {
-			t.Errorf("event %q delivered again after its consumer closed with Attempt %d, want 2 or more", dl.EventID, dl.Attempt)
+}
+
+// waitDetached waits until c finished closing its Pulsar consumers (Close does that in the background).
+func waitDetached(t *testing.T, b *PulsarBroker, c *pulsarConsumer) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		b.mu.Lock()
+		_, attached := b.consumers[c]
+		b.mu.Unlock()
+		if !attached {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer still closing after %v", waitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
 }
 
@@ -769,4 +812,58 @@ func TestPulsarTwoNodesGrowingOneTopicAtOnceBothSucceed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A consumer stays attached while its subscription is sought back to the earliest record, round after
+// round, right after acknowledging everything: every round must replay every record. Acks still on
+// their way to Pulsar when the cursor is reset would mark replayed records consumed again (the client
+// groups acks for up to 100ms by default, and drops incoming records whose ack is still pending).
+func TestPulsarSeekToEarliestWithConsumerAttachedReplaysAcknowledgedRecords(t *testing.T) {
+	serviceURL, adminURL := pulsarTestEnv(t)
+	if testing.Short() {
+		t.Skip("runs against a real Pulsar")
+	}
+	t.Parallel()
+	b := openPulsarForTest(t, serviceURL, adminURL, newPulsarTenantPrefix(t, adminURL))
+	topic := newTopic(t, b, 2)
+	records := makeRecords("replayed", 12, 2)
+	publish(t, b, topic, records)
+	sub := newSubscription(topic)
+	c := subscribe(t, b, sub, ConsumerOptions{AckDeadline: time.Minute})
+	want := sortedIDs(records)
+	const rounds = 8
+	for round := range rounds + 1 {
+		if round > 0 {
+			seekTo(t, b, sub, SeekPosition{Earliest: true})
+		}
+		got := receiveDistinct(t, c, want)
+		assertSameIDs(t, fmt.Sprintf("records delivered in round %d (after %d seeks to the earliest)", round, round), got, want)
+	}
+}
+
+// receiveDistinct receives and acknowledges until every id of want arrived (duplicates are allowed) and
+// returns the distinct ids received, sorted; it fails naming the missing ids when they do not arrive.
+func receiveDistinct(t *testing.T, c Consumer, want []string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	missing := map[string]bool{}
+	for _, id := range want {
+		missing[id] = true
+	}
+	seen := map[string]bool{}
+	for len(missing) > 0 {
+		batch, err := c.Receive(ctx, 100)
+		if err != nil {
+			t.Fatalf("Receive with %d of %d records missing (%v): %v", len(missing), len(want), slices.Sorted(maps.Keys(missing)), err)
+		}
+		if err := c.Ack(ctx, handles(batch)...); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+		for _, dl := range batch {
+			seen[dl.EventID] = true
+			delete(missing, dl.EventID)
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
