@@ -81,6 +81,8 @@ type Service struct {
 	metrics       *metrics
 	tenantID      string
 	opts          Options
+	// keepsProperties: the broker stores record properties, so Publish builds them.
+	keepsProperties bool
 
 	// ensuredTopics remembers the topic shapes already created at the broker (key: ensuredTopic).
 	ensuredTopics sync.Map
@@ -121,6 +123,7 @@ func New(deps Deps, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, keepsProperties := deps.Broker.(broker.PropertyKeeper)
 	return &Service{
 		broker:        deps.Broker,
 		delivery:      deps.Delivery,
@@ -133,6 +136,8 @@ func New(deps Deps, opts Options) (*Service, error) {
 		metrics:       m,
 		tenantID:      opts.TenantID,
 		opts:          opts,
+
+		keepsProperties: keepsProperties,
 	}, nil
 }
 

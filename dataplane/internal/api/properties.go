@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strconv"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
@@ -19,10 +20,18 @@ const (
 	PropertyRoutingKey      = "routing_key"
 )
 
-// recordProperties describes a normalized event for the broker. The trace context of the Publish call
-// (W3C traceparent, and baggage when present) travels with each event.
-func recordProperties(ctx context.Context, ev *pdsv1.PortfolioDistribution) map[string]string {
-	props := make(map[string]string, 6)
+// traceProperties carries the trace context of a Publish call (W3C traceparent, and baggage when present);
+// it is taken once per call and shared by every event of it.
+func traceProperties(ctx context.Context) map[string]string {
+	props := map[string]string{}
+	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(props))
+	return props
+}
+
+// recordProperties describes a normalized event for the broker, with the call's trace properties.
+func recordProperties(trace map[string]string, ev *pdsv1.PortfolioDistribution) map[string]string {
+	props := make(map[string]string, 4+len(trace))
+	maps.Copy(props, trace)
 	props[PropertyDataType] = ev.GetDataType().String()
 	props[PropertyPriority] = strconv.Itoa(int(ev.GetRouting().GetPriority()))
 	props[PropertyRoutingKey] = ev.GetRouting().GetRoutingKey()
@@ -32,6 +41,5 @@ func recordProperties(ctx context.Context, ev *pdsv1.PortfolioDistribution) map[
 			props[PropertyTargetWorkflows] = string(encoded)
 		}
 	}
-	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(props))
 	return props
 }

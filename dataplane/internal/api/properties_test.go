@@ -21,7 +21,7 @@ func TestRecordPropertiesDescribeTheEventAndCarryTheTrace(t *testing.T) {
 			RoutingKey: "p1.rebalancing.update", Priority: 7, TargetWorkflows: []string{"ops", "risk,desk"},
 		},
 	}
-	props := recordProperties(ctx, ev)
+	props := recordProperties(traceProperties(ctx), ev)
 	want := map[string]string{
 		PropertyDataType:        "REBALANCING",
 		PropertyPriority:        "7",
@@ -37,7 +37,7 @@ func TestRecordPropertiesDescribeTheEventAndCarryTheTrace(t *testing.T) {
 		t.Errorf("traceparent = %q, want the publish span's trace %s", tp, span.SpanContext().TraceID())
 	}
 
-	if _, ok := recordProperties(context.Background(), &pdsv1.PortfolioDistribution{})[PropertyTargetWorkflows]; ok {
+	if _, ok := recordProperties(traceProperties(context.Background()), &pdsv1.PortfolioDistribution{})[PropertyTargetWorkflows]; ok {
 		t.Error("an event for every workflow carries a target_workflows property; want none")
 	}
 }

@@ -60,6 +60,7 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 	resp := &pdsv1.PublishResponse{Events: make([]*pdsv1.PublishedEvent, len(events))}
 	batches := map[string]*topicBatch{}
 	var batchOrder []*topicBatch
+	var trace map[string]string // the call's trace properties, taken at the first event that needs them
 	for i, ev := range events {
 		// Field paths are built only for errors: this loop runs for every published event.
 		field := func() string { return "events[" + strconv.Itoa(i) + "]" }
@@ -123,9 +124,14 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 			batches[topic.GetId()] = batch
 			batchOrder = append(batchOrder, batch)
 		}
-		batch.records = append(batch.records, broker.Record{
-			Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value, Properties: recordProperties(ctx, ev),
-		})
+		record := broker.Record{Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value}
+		if s.keepsProperties {
+			if trace == nil {
+				trace = traceProperties(ctx)
+			}
+			record.Properties = recordProperties(trace, ev)
+		}
+		batch.records = append(batch.records, record)
 		resp.Events[i] = &pdsv1.PublishedEvent{
 			EventId:    ev.GetEventId(),
 			Topic:      topicName,

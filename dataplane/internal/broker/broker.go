@@ -112,6 +112,13 @@ type Consumer interface {
 	Close() error
 }
 
+// PropertyKeeper is an optional Broker capability: the driver stores Record.Properties with each record.
+// Publishers build properties only for drivers that have it, keeping that work off the hot path of the
+// others.
+type PropertyKeeper interface {
+	KeepsProperties()
+}
+
 // LatestViews is an optional Broker capability: a compacted table holding the newest value per key, kept
 // by the broker so data-plane nodes stay stateless. Find it by type assertion.
 type LatestViews interface {

@@ -493,3 +493,6 @@ func isTransientAdminError(err error) bool {
 	}
 	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
 }
+
+// KeepsProperties marks the driver as storing Record.Properties (as Pulsar message properties).
+func (b *PulsarBroker) KeepsProperties() {}
