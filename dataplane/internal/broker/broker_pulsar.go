@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
-	pulsarlog "github.com/apache/pulsar-client-go/pulsar/log"
 	"github.com/apache/pulsar-client-go/pulsaradmin"
-	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/rest"
 	"github.com/apache/pulsar-client-go/pulsaradmin/pkg/utils"
 )
 
@@ -130,8 +128,9 @@ type PulsarBroker struct {
 	clusters   []string
 }
 
-// OpenPulsar connects to a Pulsar cluster. It checks that the admin API answers, so a wrong URL or token
-// fails here rather than on the first topic.
+// OpenPulsar connects to a Pulsar cluster. It checks that the admin API answers and that the broker
+// accepts a connection over the binary protocol, so a wrong URL, token or CA fails here, saying which
+// option to check, rather than on the first topic or stream.
 func OpenPulsar(ctx context.Context, opts PulsarOptions) (*PulsarBroker, error) {
 	if opts.ServiceURL == "" {
 		return nil, errors.New("open pulsar broker: ServiceURL is required")
@@ -140,18 +139,10 @@ func OpenPulsar(ctx context.Context, opts PulsarOptions) (*PulsarBroker, error) 
 		return nil, errors.New("open pulsar broker: AdminURL is required")
 	}
 	o := opts.withDefaults()
-	clientOpts := pulsar.ClientOptions{
-		URL:                        o.ServiceURL,
-		OperationTimeout:           o.OperationTimeout,
-		ConnectionTimeout:          10 * time.Second,
-		TLSTrustCertsFilePath:      o.TLSTrustCertsFile,
-		TLSAllowInsecureConnection: o.TLSAllowInsecureConnection,
-		Logger:                     pulsarlog.NewLoggerWithSlog(o.Logger.With("component", "pulsar-client")),
+	if _, err := trustedCAs(o.TLSTrustCertsFile); err != nil {
+		return nil, fmt.Errorf("open pulsar broker: %w", err)
 	}
-	if o.AuthToken != "" {
-		clientOpts.Authentication = pulsar.NewAuthenticationToken(o.AuthToken)
-	}
-	client, err := pulsar.NewClient(clientOpts)
+	client, err := pulsar.NewClient(pulsarClientOptions(o, o.Logger.With("component", "pulsar-client")))
 	if err != nil {
 		return nil, fmt.Errorf("open pulsar broker: client for %s: %w", o.ServiceURL, err)
 	}
@@ -188,6 +179,20 @@ func OpenPulsar(ctx context.Context, opts PulsarOptions) (*PulsarBroker, error) 
 	if len(b.clusters) == 0 {
 		client.Close()
 		return nil, fmt.Errorf("open pulsar broker: admin API at %s lists no clusters", o.AdminURL)
+	}
+	// Creating tenants, which the driver does for every PDS tenant, takes a superuser, as listing them
+	// does: a role without that right fails here rather than on the first topic.
+	err = b.retryAdmin(ctx, "list tenants", func(ctx context.Context) error {
+		_, err := admin.Tenants().ListWithContext(ctx)
+		return err
+	})
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("open pulsar broker: admin API at %s: %w", o.AdminURL, err)
+	}
+	if err := checkBinaryProtocol(ctx, o); err != nil {
+		client.Close()
+		return nil, fmt.Errorf("open pulsar broker: %w", err)
 	}
 	return b, nil
 }
@@ -448,7 +453,7 @@ func (b *PulsarBroker) retryAdmin(ctx context.Context, op string, fn func(ctx co
 			return nil
 		}
 		if !isTransientAdminError(err) || attempt >= adminMaxAttempts {
-			return fmt.Errorf("%s: %w", op, err)
+			return fmt.Errorf("%s: %w", op, explainAdminError(err, b.opts.AuthToken != ""))
 		}
 		if !errors.Is(err, errConcurrentChange) {
 			b.log.Warn("pulsar admin call failed, retrying", "op", op, "attempt", attempt, "err", err)
@@ -468,27 +473,16 @@ func (b *PulsarBroker) retryAdmin(ctx context.Context, op string, fn func(ctx co
 }
 
 func isAdminStatus(err error, code int) bool {
-	var re rest.Error
-	if errors.As(err, &re) {
-		return re.Code == code
-	}
-	var rp *rest.Error
-	return errors.As(err, &rp) && rp.Code == code
+	got, _ := adminErrorStatus(err)
+	return got == code
 }
 
 func isTransientAdminError(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) || isCertificateError(err) {
 		return false
 	}
-	code := 0
-	var re rest.Error
-	var rp *rest.Error
-	switch {
-	case errors.As(err, &re):
-		code = re.Code
-	case errors.As(err, &rp):
-		code = rp.Code
-	default:
+	code, _ := adminErrorStatus(err)
+	if code == 0 {
 		return true // no HTTP answer: network or timeout
 	}
 	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
