@@ -9,7 +9,7 @@ MODULES := $(shell go work edit -json | sed -n 's/^[[:space:]]*"DiskPath": "\(.*
 # The modules that hold Go packages (tools only pins the code generators' versions).
 GO_MODULES := $(shell for m in $(MODULES); do find $$m -name '*.go' -not -path '*/node_modules/*' -print -quit | grep -q . && echo $$m; done)
 GENERATED_DIRS := common/gen web-admin/src/gen db/sqlcdb
-BINARIES := ./controlplane/cmd/pds-controlplane ./dataplane/cmd/pds-dataplane ./dataplane/cmd/pds-demo-publisher
+BINARIES := ./controlplane/cmd/pds-controlplane ./dataplane/cmd/pds-dataplane ./dataplane/cmd/pds-demo-publisher ./dataplane/cmd/pds-load
 GO_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/sqlc
 # npm rewrites this file on every install, so it marks node_modules as up to date.
 NPM_STAMP := web-admin/node_modules/.package-lock.json
@@ -74,7 +74,7 @@ build: ## Build every module in the workspace and on its own (GOWORK=off), binar
 	$(MAKE) binaries
 
 .PHONY: binaries
-binaries: ## Build pds-controlplane, pds-dataplane and pds-demo-publisher into .bin/
+binaries: ## Build pds-controlplane, pds-dataplane, pds-demo-publisher and pds-load into .bin/
 	mkdir -p $(BIN)
 	go build -o $(BIN)/ $(BINARIES)
 
@@ -103,9 +103,24 @@ go-test: ## go test in every module (uses PDS_TEST_DATABASE_URL and PDS_TEST_PUL
 test-short: ## Quick tests only (go test -short: no PostgreSQL, no processes)
 	$(MAKE) go-test GO_TEST_FLAGS='-short $(GO_TEST_FLAGS)'
 
+# Where bench-micro writes its output (bench-load's results directory is set by deploy/scripts/bench.sh).
+BENCH_DIR ?= bench-results
+
 .PHONY: bench
-bench: ## Go benchmarks in every module (-benchmem)
-	for m in $(GO_MODULES); do (cd $$m && echo "go test -bench $$m" && go test -bench . -benchmem -run '^$$' $(GO_TEST_FLAGS) ./...); done
+bench: bench-load bench-micro ## All benchmarks: the load suite, then the Go micro-benchmarks (BENCH_QUICK=1: a quick pass)
+
+.PHONY: bench-load
+bench-load: ## Load suite: PDS on the embedded broker and on Pulsar beside the baselines and Centrifugo (deploy/scripts/bench.sh; BENCH_QUICK=1 checks it in minutes)
+	deploy/scripts/bench.sh
+
+# BENCH_QUICK=1 runs each micro-benchmark once (-benchtime=1x), to check that they all still run.
+.PHONY: bench-micro
+bench-micro: ## Go micro-benchmarks in every module (-benchmem), also written to bench-results/micro.txt (BENCH_DIR)
+	mkdir -p $(BENCH_DIR)
+	for m in $(GO_MODULES); do \
+		(cd $$m && echo "go test -bench $$m" && go test -bench . -benchmem -run '^$$' \
+			$(if $(filter 1,$(BENCH_QUICK)),-benchtime=1x) $(GO_TEST_FLAGS) ./...); \
+	done 2>&1 | tee $(BENCH_DIR)/micro.txt
 
 .PHONY: run
 run: ## Run PostgreSQL, control plane, data plane and the demo publisher locally; PDS_BROKER=pulsar also Pulsar (Ctrl-C stops all)

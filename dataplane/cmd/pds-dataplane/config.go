@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -15,7 +16,8 @@ import (
 )
 
 // parseConfig reads flags; each flag's default comes from its environment variable when that is set.
-func parseConfig(args []string, getenv func(string) string) (node.Config, error) {
+// processFlags register the flags that configure the process rather than the node (see processConfig).
+func parseConfig(args []string, getenv func(string) string, processFlags ...func(*flag.FlagSet)) (node.Config, error) {
 	var cfg node.Config
 	fs := flag.NewFlagSet("pds-dataplane", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -64,6 +66,9 @@ func parseConfig(args []string, getenv func(string) string) (node.Config, error)
 	}
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", maxInFlight, "default unacknowledged events per stream [PDS_MAX_IN_FLIGHT]")
 
+	for _, register := range processFlags {
+		register(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			fs.SetOutput(nil)
@@ -74,6 +79,8 @@ func parseConfig(args []string, getenv func(string) string) (node.Config, error)
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	// A token pasted or read from a file often ends in a newline, which the broker would refuse.
+	cfg.Pulsar.AuthToken = strings.TrimSpace(cfg.Pulsar.AuthToken)
 	if err := validateBroker(cfg); err != nil {
 		return cfg, err
 	}
@@ -109,8 +116,14 @@ func validateBroker(cfg node.Config) error {
 		}
 	}
 	if f := cfg.Pulsar.TLSTrustCertsFile; f != "" {
-		if _, err := os.Stat(f); err != nil {
+		pem, err := os.ReadFile(f)
+		if err != nil {
 			return fmt.Errorf("--pulsar-tls-trust-certs-file: %w", err)
+		}
+		// The admin client ignores a file it cannot parse and then trusts nothing, which would show up
+		// as "certificate signed by unknown authority" rather than as this file's fault.
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--pulsar-tls-trust-certs-file: %s holds no PEM certificate", f)
 		}
 	}
 	return nil

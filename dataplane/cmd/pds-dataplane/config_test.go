@@ -1,6 +1,13 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,7 +71,11 @@ func TestParseConfig(t *testing.T) {
 func TestParseConfigBroker(t *testing.T) {
 	t.Parallel()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
+	if err := os.WriteFile(caFile, selfSignedCertPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "ca.der")
+	if err := os.WriteFile(notPEM, []byte("-----BEGIN CERTIFICATE-----\ntruncated\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -91,7 +102,10 @@ func TestParseConfigBroker(t *testing.T) {
 		{name: "service URL with the admin scheme", args: []string{"--broker", "pulsar", "--pulsar-url", "http://127.0.0.1:6650"}, wantErr: "--pulsar-url"},
 		{name: "admin URL without a host", args: []string{"--broker", "pulsar", "--pulsar-admin-url", "127.0.0.1:8085"}, wantErr: "--pulsar-admin-url"},
 		{name: "missing trust certs file", args: []string{"--broker", "pulsar", "--pulsar-tls-trust-certs-file", "/nonexistent/ca.pem"}, wantErr: "--pulsar-tls-trust-certs-file"},
+		{name: "trust certs file without a PEM certificate", args: []string{"--broker", "pulsar", "--pulsar-tls-trust-certs-file", notPEM}, wantErr: "holds no PEM certificate"},
 		{name: "bad allow-insecure in env", env: map[string]string{"PDS_PULSAR_TLS_ALLOW_INSECURE": "maybe"}, wantErr: "PDS_PULSAR_TLS_ALLOW_INSECURE"},
+		{name: "token read from a file keeps no newline", env: map[string]string{"PDS_BROKER": "pulsar", "PDS_PULSAR_AUTH_TOKEN": "eyJtoken\n"},
+			want: func(cfg node.Config) bool { return cfg.Pulsar.AuthToken == "eyJtoken" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,4 +125,20 @@ func TestParseConfigBroker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// selfSignedCertPEM returns a PEM certificate, as a CA file holds.
+func selfSignedCertPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now(),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

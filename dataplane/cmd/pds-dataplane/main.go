@@ -16,7 +16,8 @@ import (
 
 func main() {
 	logger := telemetry.NewLogger("pds-dataplane")
-	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	var process processConfig
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, process.register(os.Getenv))
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -26,6 +27,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if process.pprofAddr != "" {
+		if err := servePprof(ctx, process.pprofAddr, logger); err != nil {
+			logger.Error("bad configuration", "error", err)
+			os.Exit(2)
+		}
+	}
 	if err := node.Run(ctx, cfg, logger); err != nil {
 		logger.Error("data plane stopped", "error", err)
 		os.Exit(1)

@@ -11,6 +11,7 @@ import (
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/gen/pds/v1/pdsv1connect"
+	"github.com/pds-platform/pds/dataplane/internal/eventgen"
 )
 
 // tick is how often the publisher sends what is due; at 20 events/s that is a batch of 2.
@@ -27,7 +28,7 @@ type progress struct {
 // dropped: the demo keeps a steady pace rather than catching up after an outage.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	client := pdsv1connect.NewPortfolioStreamClient(http.DefaultClient, cfg.dataplaneURL)
-	gen := newGenerator(cfg.portfolios, cfg.seed, time.Now)
+	gen := eventgen.New(eventgen.Options{Portfolios: cfg.portfolios, Seed: cfg.seed})
 	if cfg.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.duration)
@@ -55,7 +56,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 				due -= n
 				events := make([]*pdsv1.PortfolioDistribution, n)
 				for i := range events {
-					events[i] = gen.next()
+					events[i] = gen.Next()
 				}
 				_, err := client.Publish(ctx, connect.NewRequest(&pdsv1.PublishRequest{Events: events}))
 				if err != nil {

@@ -1,9 +1,13 @@
-package main
+// Package eventgen makes realistic PortfolioDistribution events (300–500 bytes once PDS filled its defaults):
+// every portfolio's total value follows a random walk, and the data types take turns, each with its typed
+// details. The demo publisher and the load tool use it.
+package eventgen
 
 import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
@@ -23,18 +27,19 @@ type portfolio struct {
 	rebalances      int
 }
 
-// generator makes a realistic stream of events: every portfolio's total value follows a random walk, and the
-// five data types take turns, each with its typed details.
-type generator struct {
+// Generator makes a stream of events. It is not safe for concurrent use.
+type Generator struct {
 	rng        *rand.Rand
 	now        func() time.Time
 	portfolios []*portfolio
+	dataTypes  []pdsv1.PortfolioDataType
 	seq        int
 }
 
 var instruments = []string{"AAPL", "MSFT", "NVDA", "AMZN", "BND", "GLD"}
 
-var dataTypes = []pdsv1.PortfolioDataType{
+// DataTypes are the five data types, in the order a Generator without Options.DataTypes cycles through them.
+var DataTypes = []pdsv1.PortfolioDataType{
 	pdsv1.PortfolioDataType_PORTFOLIO_STATE,
 	pdsv1.PortfolioDataType_PERFORMANCE_ATTRIBUTION,
 	pdsv1.PortfolioDataType_REBALANCING,
@@ -42,16 +47,38 @@ var dataTypes = []pdsv1.PortfolioDataType{
 	pdsv1.PortfolioDataType_CASH_MANAGEMENT,
 }
 
-func newGenerator(portfolios int, seed uint64, now func() time.Time) *generator {
+// Options shape a Generator's events.
+type Options struct {
+	// Portfolios is how many portfolios (portfolio_001 …) the events are about. Zero means 1.
+	Portfolios int
+	// Seed makes the values repeatable; zero seeds from the clock.
+	Seed uint64
+	// Now stamps the dates inside the details (attribution periods, cash flow dates). Nil means time.Now.
+	Now func() time.Time
+	// DataTypes are the data types the events take in turn. Empty means all of DataTypes. A topic carries
+	// one data type, so a load test on one topic gives exactly one.
+	DataTypes []pdsv1.PortfolioDataType
+}
+
+// New returns a generator with opts.
+func New(opts Options) *Generator {
+	seed := opts.Seed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	g := &generator{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: now}
-	for i := range portfolios {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	types := opts.DataTypes
+	if len(types) == 0 {
+		types = DataTypes
+	}
+	g := &Generator{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: now, dataTypes: slices.Clone(types)}
+	for i := range max(opts.Portfolios, 1) {
 		p := &portfolio{
-			id:              fmt.Sprintf("portfolio_%03d", i+1),
+			id:              PortfolioID(i),
 			totalValue:      round2(500_000 + g.rng.Float64()*4_500_000),
-			cash:            0,
 			riskUtilization: 0.5 + g.rng.Float64()*0.3,
 		}
 		p.cash = round2(p.totalValue * 0.04)
@@ -61,10 +88,15 @@ func newGenerator(portfolios int, seed uint64, now func() time.Time) *generator 
 	return g
 }
 
-// next returns the next event: portfolios take turns, and each portfolio cycles through the data types.
-func (g *generator) next() *pdsv1.PortfolioDistribution {
+// PortfolioID is the id of portfolio i (0-based) of a Generator: portfolio_001 for 0.
+func PortfolioID(i int) string { return fmt.Sprintf("portfolio_%03d", i+1) }
+
+// Next returns the next event: portfolios take turns, and each portfolio cycles through the data types.
+// Its event_id, timestamp, topic and routing key are left empty for PDS to fill in; target_workflows and
+// priority are the demo's choice per data type.
+func (g *Generator) Next() *pdsv1.PortfolioDistribution {
 	p := g.portfolios[g.seq%len(g.portfolios)]
-	dataType := dataTypes[(g.seq/len(g.portfolios))%len(dataTypes)]
+	dataType := g.dataTypes[(g.seq/len(g.portfolios))%len(g.dataTypes)]
 	g.seq++
 	g.step(p)
 
@@ -95,12 +127,11 @@ func (g *generator) next() *pdsv1.PortfolioDistribution {
 		data.Details = &pdsv1.PortfolioData_CashManagement{CashManagement: g.cash(p)}
 		routing.TargetWorkflows = []string{"treasury", "user_interface"}
 	}
-	// event_id, timestamp, topic and routing key are left to PDS, which fills its defaults.
 	return &pdsv1.PortfolioDistribution{DataType: dataType, Data: data, Routing: routing}
 }
 
 // step moves the portfolio's value by a small random return (about 1% daily volatility).
-func (g *generator) step(p *portfolio) {
+func (g *Generator) step(p *portfolio) {
 	r := g.rng.NormFloat64() * 0.001
 	p.totalValue = round2(p.totalValue * (1 + r))
 	p.dailyReturn = 0.9*p.dailyReturn + r
@@ -110,7 +141,7 @@ func (g *generator) step(p *portfolio) {
 }
 
 // weights returns random instrument weights that add up to 1.
-func (g *generator) weights() []float64 {
+func (g *Generator) weights() []float64 {
 	w := make([]float64, len(instruments))
 	var sum float64
 	for i := range w {
@@ -123,10 +154,11 @@ func (g *generator) weights() []float64 {
 	return w
 }
 
-func (g *generator) state(p *portfolio) *pdsv1.PortfolioStateDetails {
+func (g *Generator) state(p *portfolio) *pdsv1.PortfolioStateDetails {
 	invested := p.totalValue - p.cash
-	positions := make([]*pdsv1.Position, 0, 4)
-	for i, inst := range instruments[:4] {
+	// Five holdings: equities and a bond fund, the gold fund being the one left out.
+	positions := make([]*pdsv1.Position, 0, 5)
+	for i, inst := range instruments[:5] {
 		value := invested * p.weights[i]
 		price := 100 + float64(i)*75
 		positions = append(positions, &pdsv1.Position{
@@ -139,7 +171,7 @@ func (g *generator) state(p *portfolio) *pdsv1.PortfolioStateDetails {
 	return &pdsv1.PortfolioStateDetails{Currency: "USD", CashBalance: p.cash, Positions: positions}
 }
 
-func (g *generator) attribution(p *portfolio) *pdsv1.PerformanceAttributionDetails {
+func (g *Generator) attribution(p *portfolio) *pdsv1.PerformanceAttributionDetails {
 	today := g.now().UTC()
 	segments := []string{"technology", "fixed_income", "commodities"}
 	effects := make([]*pdsv1.AttributionEffect, 0, len(segments))
@@ -160,7 +192,7 @@ func (g *generator) attribution(p *portfolio) *pdsv1.PerformanceAttributionDetai
 	}
 }
 
-func (g *generator) rebalancing(p *portfolio) *pdsv1.RebalancingDetails {
+func (g *Generator) rebalancing(p *portfolio) *pdsv1.RebalancingDetails {
 	p.rebalances++
 	trades := make([]*pdsv1.Trade, 0, 3)
 	for i := range 3 {
@@ -183,7 +215,7 @@ func (g *generator) rebalancing(p *portfolio) *pdsv1.RebalancingDetails {
 	}
 }
 
-func (g *generator) riskBudget(p *portfolio) *pdsv1.RiskBudgetDetails {
+func (g *Generator) riskBudget(p *portfolio) *pdsv1.RiskBudgetDetails {
 	factors := []string{"equity", "rates", "credit", "fx"}
 	shares := []float64{0.5, 0.25, 0.15, 0.1}
 	const total = 0.12
@@ -203,7 +235,7 @@ func (g *generator) riskBudget(p *portfolio) *pdsv1.RiskBudgetDetails {
 	}
 }
 
-func (g *generator) cash(p *portfolio) *pdsv1.CashManagementDetails {
+func (g *Generator) cash(p *portfolio) *pdsv1.CashManagementDetails {
 	today := g.now().UTC()
 	descriptions := []string{"dividend AAPL", "settlement MSFT purchase", "management fee"}
 	flows := make([]*pdsv1.CashFlow, 0, len(descriptions))
@@ -225,5 +257,14 @@ func (g *generator) cash(p *portfolio) *pdsv1.CashManagementDetails {
 	}
 }
 
-func round2(v float64) float64 { return math.Round(v*100) / 100 }
-func round4(v float64) float64 { return math.Round(v*10_000) / 10_000 }
+func round2(v float64) float64 { return positiveZero(math.Round(v*100) / 100) }
+func round4(v float64) float64 { return positiveZero(math.Round(v*10_000) / 10_000) }
+
+// positiveZero turns -0 (a small negative number rounded) into 0: PDS stores -0 as 0, and an event should
+// be stored as it was sent.
+func positiveZero(v float64) float64 {
+	if v == 0 {
+		return 0
+	}
+	return v
+}

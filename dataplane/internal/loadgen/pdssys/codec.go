@@ -1,0 +1,108 @@
+package pdssys
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+)
+
+// Field numbers of the parts of a PortfolioMessage the lean codec reads (proto/pds/v1/stream.proto,
+// portfolio.proto).
+const (
+	portfolioMessageEvents  = 1 // PortfolioMessage.events
+	deliveredEventAckID     = 1 // DeliveredEvent.ack_id
+	deliveredEventEvent     = 2 // DeliveredEvent.event
+	distributedEventEventID = 1 // PortfolioDistributed.event_id
+)
+
+// leanCodec is the protobuf codec with one shortcut: a PortfolioMessage is decoded only as far as the load
+// tool needs, each event's ack_id and event_id, as a subscriber that forwards events without reading them
+// would. The Pulsar baselines likewise route by message properties without decoding payloads, so client
+// CPU compares like with like. Every other message is plain protobuf.
+type leanCodec struct{}
+
+func (leanCodec) Name() string { return "proto" }
+
+func (leanCodec) Marshal(m any) ([]byte, error) {
+	msg, ok := m.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("marshal %T: not a protobuf message", m)
+	}
+	return proto.Marshal(msg)
+}
+
+func (leanCodec) Unmarshal(data []byte, m any) error {
+	if msg, ok := m.(*pdsv1.PortfolioMessage); ok {
+		return unmarshalLean(data, msg)
+	}
+	msg, ok := m.(proto.Message)
+	if !ok {
+		return fmt.Errorf("unmarshal %T: not a protobuf message", m)
+	}
+	return proto.Unmarshal(data, msg)
+}
+
+var errMalformed = errors.New("malformed PortfolioMessage")
+
+func unmarshalLean(data []byte, msg *pdsv1.PortfolioMessage) error {
+	msg.Reset()
+	err := eachField(data, func(num protowire.Number, value []byte) error {
+		if num != portfolioMessageEvents {
+			return nil
+		}
+		ev := &pdsv1.DeliveredEvent{Event: &pdsv1.PortfolioDistributed{}}
+		err := eachField(value, func(num protowire.Number, value []byte) error {
+			switch num {
+			case deliveredEventAckID:
+				ev.AckId = string(value)
+			case deliveredEventEvent:
+				return eachField(value, func(num protowire.Number, value []byte) error {
+					if num == distributedEventEventID {
+						ev.Event.EventId = string(value)
+					}
+					return nil
+				})
+			}
+			return nil
+		})
+		msg.Events = append(msg.Events, ev)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("unmarshal PortfolioMessage: %w", err)
+	}
+	return nil
+}
+
+// eachField calls f with the number and contents of every length-delimited field of the message in data and
+// skips the others.
+func eachField(data []byte, f func(num protowire.Number, value []byte) error) error {
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return errMalformed
+		}
+		data = data[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, data)
+			if n < 0 {
+				return errMalformed
+			}
+			data = data[n:]
+			continue
+		}
+		value, n := protowire.ConsumeBytes(data)
+		if n < 0 {
+			return errMalformed
+		}
+		data = data[n:]
+		if err := f(num, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,35 @@
+package pulsarws_test
+
+import (
+	"testing"
+
+	"github.com/pds-platform/pds/dataplane/internal/loadgen"
+	"github.com/pds-platform/pds/dataplane/internal/loadgen/pulsarsetup"
+	"github.com/pds-platform/pds/dataplane/internal/loadgen/pulsarws"
+	"github.com/pds-platform/pds/dataplane/internal/loadgen/systemtest"
+)
+
+func newSystem(tb testing.TB) (loadgen.System, string) {
+	serviceURL, adminURL := pulsarsetup.TestURLs(tb)
+	return pulsarws.New(pulsarws.Options{ServiceURL: serviceURL, AdminURL: adminURL}), adminURL
+}
+
+func TestEachSubscriptionReceivesExactlyItsEvents(t *testing.T) {
+	sys, adminURL := newSystem(t)
+	systemtest.Check(t, sys, systemtest.Options{
+		// Key_Shared may redeliver when consumers join or leave; the check logs how many.
+		AllowDuplicates: true,
+		AfterCleanup: func(t *testing.T, topology loadgen.Topology) {
+			pulsarsetup.AssertTenantGone(t, adminURL, topology)
+		},
+	})
+}
+
+// BenchmarkThroughput is run by hand, with a fixed count:
+//
+//	PDS_TEST_PULSAR_URL=pulsar://127.0.0.1:6650 PDS_TEST_PULSAR_ADMIN_URL=http://127.0.0.1:8085 \
+//	  go test -run '^$' -bench Throughput -benchtime 20000x ./internal/loadgen/pulsarws
+func BenchmarkThroughput(b *testing.B) {
+	sys, _ := newSystem(b)
+	systemtest.Throughput(b, sys)
+}
