@@ -1,6 +1,7 @@
 package jsoncodec_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,5 +70,31 @@ func BenchmarkUnmarshalStoredProto(b *testing.B) {
 		if err := proto.Unmarshal(raw, &ev); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkMarshalStreamMessageJSON is what a JSON subscriber (Connect JSON, WebSocket) costs per
+// message: a PortfolioMessage of delivered events with their ack ids.
+func BenchmarkMarshalStreamMessageJSON(b *testing.B) {
+	for _, events := range []int{1, 100} {
+		b.Run(fmt.Sprintf("events=%d", events), func(b *testing.B) {
+			ev := routing.ToDistributed(realisticEvent(b))
+			msg := &pdsv1.PortfolioMessage{Events: make([]*pdsv1.DeliveredEvent, events)}
+			for i := range msg.Events {
+				msg.Events[i] = &pdsv1.DeliveredEvent{
+					AckId:           fmt.Sprintf("kq3c5xnd7mv2pa4s6ebz.%x-%d", 1000+i, i),
+					Event:           ev,
+					DataType:        pdsv1.PortfolioDataType_PORTFOLIO_STATE,
+					DeliveryAttempt: 1,
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := jsoncodec.Marshal(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }

@@ -25,6 +25,10 @@ import (
 // An invalid event is left unchanged, except that an event over MaxEventBytes is only detected after its
 // defaults were filled. Any other error (the random source failing) is wrapped, not a FieldErrors.
 // Normalize is safe for concurrent use on distinct events.
+//
+// A valid event's last step is proto.Size, which caches the size of each of its messages: a caller that
+// encodes the event before changing it may pass proto.MarshalOptions{UseCachedSize: true} and skip the
+// encoder's own size pass.
 func Normalize(ev *pdsv1.PortfolioDistribution, field string, now time.Time) error {
 	if ev == nil {
 		return apierr.FieldErrors{apierr.Errorf(field, "an event is required; send a PortfolioDistribution")}
@@ -38,7 +42,10 @@ func Normalize(ev *pdsv1.PortfolioDistribution, field string, now time.Time) err
 	}
 
 	var timestamp string
-	if ts := ev.GetTimestamp(); ts != "" {
+	if ts := ev.GetTimestamp(); isCanonicalTimestamp(ts) {
+		// Already in the one form PDS emits, as producers that reuse PDS timestamps send it.
+		timestamp = ts
+	} else if ts != "" {
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err == nil {
 			// An offset can carry year 9999 into 10000, which RFC 3339 cannot write.
@@ -381,4 +388,54 @@ func truncateForMessage(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// isCanonicalTimestamp reports whether ts is a valid date-time written exactly in TimestampLayout
+// ("2025-06-21T10:00:00.000Z", year 1 or later), which FormatTimestamp would write unchanged. It spares
+// such timestamps a parse and a format.
+func isCanonicalTimestamp(ts string) bool {
+	if len(ts) != len(TimestampLayout) {
+		return false
+	}
+	for i := range len(ts) {
+		switch i {
+		case 4, 7:
+			if ts[i] != '-' {
+				return false
+			}
+		case 10:
+			if ts[i] != 'T' {
+				return false
+			}
+		case 13, 16:
+			if ts[i] != ':' {
+				return false
+			}
+		case 19:
+			if ts[i] != '.' {
+				return false
+			}
+		case 23:
+			if ts[i] != 'Z' {
+				return false
+			}
+		default:
+			if ts[i] < '0' || ts[i] > '9' {
+				return false
+			}
+		}
+	}
+	num := func(from, to int) int {
+		n := 0
+		for _, c := range ts[from:to] {
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	year, month, day := num(0, 4), num(5, 7), num(8, 10)
+	if year < 1 || month < 1 || month > 12 || day < 1 || num(11, 13) > 23 || num(14, 16) > 59 || num(17, 19) > 59 {
+		return false
+	}
+	// time.Date normalises an impossible day (February 30) into the next month.
+	return time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC).Day() == day
 }

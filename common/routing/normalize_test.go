@@ -408,3 +408,44 @@ func TestCheckTopicName(t *testing.T) {
 		})
 	}
 }
+
+// TestCanonicalTimestampsAreKeptAsFormatTimestampWritesThem: the fast path for timestamps already in
+// TimestampLayout must accept exactly what the parse-and-format path would leave unchanged.
+func TestCanonicalTimestampsAreKeptAsFormatTimestampWritesThem(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		ts   string
+	}{
+		{name: "specification example", ts: "2025-06-21T10:00:00.000Z"},
+		{name: "leap day", ts: "2024-02-29T23:59:59.999Z"},
+		{name: "not a leap year", ts: "2023-02-29T00:00:00.000Z"},
+		{name: "month 13", ts: "2025-13-01T00:00:00.000Z"},
+		{name: "hour 24", ts: "2025-06-21T24:00:00.000Z"},
+		{name: "second 60", ts: "2025-06-21T10:00:60.000Z"},
+		{name: "year 0", ts: "0000-06-21T10:00:00.000Z"},
+		{name: "year 9999", ts: "9999-12-31T23:59:59.999Z"},
+		{name: "offset instead of Z", ts: "2025-06-21T10:00:00.000+0"},
+		{name: "microseconds", ts: "2025-06-21T10:00:00.000001Z"},
+		{name: "lower-case t", ts: "2025-06-21t10:00:00.000Z"},
+		{name: "day 00", ts: "2025-06-00T10:00:00.000Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ev := validEvent()
+			ev.Timestamp = tt.ts
+			err := routing.Normalize(ev, "", time.Now())
+			parsed, parseErr := time.Parse(time.RFC3339Nano, tt.ts)
+			canonical := parseErr == nil && parsed.Year() >= 1 && routing.FormatTimestamp(parsed) == tt.ts
+			switch {
+			case canonical && (err != nil || ev.GetTimestamp() != tt.ts):
+				t.Fatalf("Normalize gave timestamp %q, err %v; want %q kept", ev.GetTimestamp(), err, tt.ts)
+			case parseErr != nil && err == nil:
+				t.Fatalf("Normalize accepted %q, which does not parse: %v", tt.ts, parseErr)
+			case parseErr == nil && err == nil && ev.GetTimestamp() != routing.FormatTimestamp(parsed):
+				t.Fatalf("Normalize gave timestamp %q, want %q", ev.GetTimestamp(), routing.FormatTimestamp(parsed))
+			}
+		})
+	}
+}

@@ -15,7 +15,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/pds-platform/pds/common/configfsm"
 	"github.com/pds-platform/pds/common/gen/pds/v1/pdsv1connect"
-	"github.com/pds-platform/pds/common/jsoncodec"
 	"github.com/pds-platform/pds/common/tenancy"
 	"github.com/pds-platform/pds/dataplane/internal/broker"
 	"github.com/pds-platform/pds/dataplane/internal/delivery"
@@ -66,7 +65,15 @@ type Options struct {
 	// the data plane's own (see websocket.AcceptOptions). Empty allows the same origin only; clients that
 	// send no Origin header (non-browsers) are always allowed.
 	WebSocketOriginPatterns []string
+	// CompressMinBytes: Connect and gRPC messages smaller than this many bytes are sent uncompressed even
+	// when the client accepts gzip. Gzip costs several microseconds per event, as much as the rest of the
+	// delivery path, and saves little on small messages. Zero means 64 KiB; negative compresses every
+	// message the client lets us.
+	CompressMinBytes int
 }
+
+// defaultCompressMinBytes is Options.CompressMinBytes when zero.
+const defaultCompressMinBytes = 64 << 10
 
 // Service implements pdsv1connect.PortfolioStreamHandler and the REST and WebSocket endpoints.
 type Service struct {
@@ -83,6 +90,10 @@ type Service struct {
 	opts          Options
 	// keepsProperties: the broker stores record properties, so Publish builds them.
 	keepsProperties bool
+	// json and proto write stream messages for JSON and protobuf subscribers, each sharing an event's
+	// encoding among all the streams that deliver it.
+	json  *jsonEncoder
+	proto *protoEncoder
 
 	// ensuredTopics remembers the topic shapes already created at the broker (key: ensuredTopic).
 	ensuredTopics sync.Map
@@ -116,6 +127,12 @@ func New(deps Deps, opts Options) (*Service, error) {
 	if opts.ConfigWait <= 0 {
 		opts.ConfigWait = 10 * time.Second
 	}
+	switch {
+	case opts.CompressMinBytes == 0:
+		opts.CompressMinBytes = defaultCompressMinBytes
+	case opts.CompressMinBytes < 0:
+		opts.CompressMinBytes = 0
+	}
 	if opts.WebSocketPingInterval <= 0 {
 		opts.WebSocketPingInterval = 30 * time.Second
 	}
@@ -138,6 +155,8 @@ func New(deps Deps, opts Options) (*Service, error) {
 		opts:          opts,
 
 		keepsProperties: keepsProperties,
+		json:            newJSONEncoder(),
+		proto:           newProtoEncoder(),
 	}, nil
 }
 
@@ -153,8 +172,10 @@ func (s *Service) Close(ctx context.Context) error {
 // Register mounts every endpoint on mux: the Connect service, the REST views and the WebSocket.
 func (s *Service) Register(mux *http.ServeMux, handlerOpts ...connect.HandlerOption) {
 	opts := append([]connect.HandlerOption{
-		connect.WithCodec(jsoncodec.Codec()),
+		connect.WithCodec(newStreamCodec(s.json)),
+		connect.WithCodec(streamProtoCodec{encoder: s.proto}),
 		connect.WithReadMaxBytes(MaxRequestBytes),
+		connect.WithCompressMinBytes(s.opts.CompressMinBytes),
 	}, handlerOpts...)
 	mux.Handle(pdsv1connect.NewPortfolioStreamHandler(s, opts...))
 	mux.HandleFunc("GET /api/v1/portfolio/{portfolio_id}/state", s.serveLatest(latest.ViewState))

@@ -42,6 +42,8 @@ type harness struct {
 	fsm    *configfsm.FSM
 	url    string
 	client pdsv1connect.PortfolioStreamClient
+	// h2cClient speaks HTTP/2 without TLS to the server; set with harnessOptions.h2c.
+	h2cClient *http.Client
 
 	applyMu sync.Mutex
 	index   uint64
@@ -50,7 +52,19 @@ type harness struct {
 	catchingUp atomic.Bool
 }
 
+// harnessOptions vary the harness for benchmarks; the zero value is what tests use.
+type harnessOptions struct {
+	// h2c serves HTTP/2 without TLS, as the data-plane binary does, and gives the harness an HTTP/2 client
+	// in h2cClient. Otherwise the server speaks HTTP/1.1.
+	h2c bool
+}
+
 func newHarness(t testing.TB) *harness {
+	t.Helper()
+	return newHarnessWith(t, harnessOptions{})
+}
+
+func newHarnessWith(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test with the embedded broker; skipped with -short")
@@ -93,12 +107,27 @@ func newHarness(t testing.TB) *harness {
 	t.Cleanup(func() { _ = service.Close(context.Background()) })
 	mux := http.NewServeMux()
 	service.Register(mux)
-	server := httptest.NewServer(mux)
+	server := httptest.NewUnstartedServer(mux)
+	var httpClient *http.Client
+	if opts.h2c {
+		server.Config.Protocols = new(http.Protocols)
+		server.Config.Protocols.SetHTTP1(true)
+		server.Config.Protocols.SetUnencryptedHTTP2(true)
+		transport := &http.Transport{Protocols: new(http.Protocols)}
+		transport.Protocols.SetUnencryptedHTTP2(true)
+		httpClient = &http.Client{Transport: transport}
+		h.h2cClient = httpClient
+		t.Cleanup(transport.CloseIdleConnections)
+	}
+	server.Start()
+	if httpClient == nil {
+		httpClient = server.Client()
+	}
 	// Streams and WebSockets end with the delivery sessions; close those first so the server can drain.
 	t.Cleanup(server.Close)
 	t.Cleanup(func() { _ = deliveries.Close() })
 	h.url = server.URL
-	h.client = pdsv1connect.NewPortfolioStreamClient(server.Client(), server.URL, connect.WithCodec(jsoncodec.Codec()))
+	h.client = pdsv1connect.NewPortfolioStreamClient(httpClient, server.URL, connect.WithCodec(jsoncodec.Codec()))
 	return h
 }
 

@@ -51,19 +51,23 @@ func newMetrics(meter metric.Meter) (*metrics, error) {
 	return &m, nil
 }
 
-func outcome(err error) attribute.KeyValue {
+// The attribute sets recorded once per stream message or Publish call are built once: building one
+// sorts and allocates.
+var (
+	outcomeOK          = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "ok")))
+	transportConnect   = metric.WithAttributeSet(attribute.NewSet(attribute.String("transport", "connect")))
+	transportWebSocket = metric.WithAttributeSet(attribute.NewSet(attribute.String("transport", "websocket")))
+)
+
+func outcome(err error) metric.MeasurementOption {
 	if err == nil {
-		return attribute.String("outcome", "ok")
+		return outcomeOK
 	}
-	return attribute.String("outcome", connect.CodeOf(err).String())
+	return metric.WithAttributes(attribute.String("outcome", connect.CodeOf(err).String()))
 }
 
 func (m *metrics) recordPublish(ctx context.Context, events int, elapsed time.Duration, err error) {
-	attrs := metric.WithAttributes(outcome(err))
+	attrs := outcome(err)
 	m.publishedEvents.Add(ctx, int64(events), attrs)
 	m.publishDuration.Record(ctx, elapsed.Seconds(), attrs)
-}
-
-func transport(name string) metric.MeasurementOption {
-	return metric.WithAttributes(attribute.String("transport", name))
 }

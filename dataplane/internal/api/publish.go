@@ -58,6 +58,11 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 	var invalid apierr.FieldErrors
 	var disabled []*errdetails.PreconditionFailure_Violation
 	resp := &pdsv1.PublishResponse{Events: make([]*pdsv1.PublishedEvent, len(events))}
+	// One allocation for the response's events, and one growing buffer for the records' encodings, instead
+	// of one of each per event. The records alias the buffer's earlier arrays when it grows; nothing
+	// writes to them after encoding.
+	published := make([]pdsv1.PublishedEvent, len(events))
+	var encoded []byte
 	batches := map[string]*topicBatch{}
 	var batchOrder []*topicBatch
 	var trace map[string]string // the call's trace properties, taken at the first event that needs them
@@ -109,10 +114,16 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 		partitions := max(int(topic.GetPartitions()), 1)
 		key := ev.GetRouting().GetRoutingKey()
 		partition := routing.Partition(key, partitions)
-		value, err := proto.Marshal(ev)
-		if err != nil {
+		if encoded == nil {
+			encoded = make([]byte, 0, (len(events)-i)*cachedSizeMarshal.Size(ev)*5/4)
+		}
+		start := len(encoded)
+		// Normalize ended by sizing the event, after its last change: reuse those sizes.
+		var err error
+		if encoded, err = cachedSizeMarshal.MarshalAppend(encoded, ev); err != nil {
 			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("encode %s: %w", field(), err))
 		}
+		value := encoded[start:len(encoded):len(encoded)]
 		batch, ok := batches[topic.GetId()]
 		if !ok {
 			batch = &topicBatch{topic: broker.TopicRef{
@@ -121,6 +132,7 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 				Name:       topicName,
 				Partitions: partitions,
 			}}
+			batch.records = make([]broker.Record, 0, len(events)-i)
 			batches[topic.GetId()] = batch
 			batchOrder = append(batchOrder, batch)
 		}
@@ -132,12 +144,9 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 			record.Properties = recordProperties(trace, ev)
 		}
 		batch.records = append(batch.records, record)
-		resp.Events[i] = &pdsv1.PublishedEvent{
-			EventId:    ev.GetEventId(),
-			Topic:      topicName,
-			RoutingKey: key,
-			Partition:  int32(partition),
-		}
+		out := &published[i]
+		out.EventId, out.Topic, out.RoutingKey, out.Partition = ev.GetEventId(), topicName, key, int32(partition)
+		resp.Events[i] = out
 	}
 	if len(invalid) > 0 {
 		return nil, apierr.InvalidArgument(invalid...)
@@ -162,6 +171,10 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 	}
 	return resp, nil
 }
+
+// cachedSizeMarshal encodes an event that routing.Normalize has just sized (proto.Size caches each
+// message's size in it), skipping the size pass an ordinary Marshal makes first.
+var cachedSizeMarshal = proto.MarshalOptions{UseCachedSize: true}
 
 // ensuredTopic is the key of Service.ensuredTopics.
 type ensuredTopic struct {

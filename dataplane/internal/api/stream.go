@@ -29,8 +29,8 @@ func (s *Service) StreamPortfolio(ctx context.Context, req *connect.Request[pdsv
 		return err
 	}
 	defer s.closeSession(session, req.Msg.GetSubscriptionId())
-	s.metrics.streamsActive.Add(ctx, 1, transport("connect"))
-	defer s.metrics.streamsActive.Add(context.WithoutCancel(ctx), -1, transport("connect"))
+	s.metrics.streamsActive.Add(ctx, 1, transportConnect)
+	defer s.metrics.streamsActive.Add(context.WithoutCancel(ctx), -1, transportConnect)
 	// Send the response headers now, so the client knows the stream is open before the first event.
 	if err := stream.Send(nil); err != nil {
 		return err
@@ -54,7 +54,7 @@ func (s *Service) StreamPortfolio(ctx context.Context, req *connect.Request[pdsv
 		if err := stream.Send(&pdsv1.PortfolioMessage{Events: events}); err != nil {
 			return err
 		}
-		s.metrics.streamedEvents.Add(ctx, int64(len(events)), transport("connect"))
+		s.metrics.streamedEvents.Add(ctx, int64(len(events)), transportConnect)
 	}
 }
 

@@ -57,8 +57,8 @@ func (s *Service) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(maxWebSocketFrameBytes)
-	s.metrics.streamsActive.Add(r.Context(), 1, transport("websocket"))
-	defer s.metrics.streamsActive.Add(context.WithoutCancel(r.Context()), -1, transport("websocket"))
+	s.metrics.streamsActive.Add(r.Context(), 1, transportWebSocket)
+	defer s.metrics.streamsActive.Add(context.WithoutCancel(r.Context()), -1, transportWebSocket)
 
 	// Reads must not use streamCtx: a cancelled read closes the connection before the close handshake.
 	readCtx, stopReading := context.WithCancel(context.WithoutCancel(r.Context()))
@@ -85,6 +85,8 @@ func (s *Service) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 
 // pumpEvents sends delivery batches until the stream ends and returns the close status to send.
 func (s *Service) pumpEvents(ctx context.Context, conn *websocket.Conn, session *delivery.Session, subscriptionID string) (websocket.StatusCode, string) {
+	// Write returns once the frame is written, so one buffer serves every frame of the stream.
+	var frame []byte
 	for {
 		events, err := session.Next(ctx)
 		if err != nil {
@@ -101,7 +103,7 @@ func (s *Service) pumpEvents(ctx context.Context, conn *websocket.Conn, session 
 		if len(events) == 0 {
 			continue
 		}
-		frame, err := jsoncodec.Marshal(&pdsv1.PortfolioMessage{Events: events})
+		frame, err = s.json.appendMessage(frame[:0], &pdsv1.PortfolioMessage{Events: events})
 		if err != nil {
 			ce := connect.NewError(connect.CodeInternal, fmt.Errorf("encode events: %w", err))
 			s.writeErrorFrame(ctx, conn, ce)
@@ -110,7 +112,7 @@ func (s *Service) pumpEvents(ctx context.Context, conn *websocket.Conn, session 
 		if err := conn.Write(ctx, websocket.MessageText, frame); err != nil {
 			return websocket.StatusNormalClosure, ""
 		}
-		s.metrics.streamedEvents.Add(ctx, int64(len(events)), transport("websocket"))
+		s.metrics.streamedEvents.Add(ctx, int64(len(events)), transportWebSocket)
 	}
 }
 

@@ -98,6 +98,9 @@ func (s sessionMetrics) inFlightDelta(n int64) {
 }
 
 func (s sessionMetrics) filtered(reason string, n int64) {
+	if n == 0 {
+		return
+	}
 	opt := s.undecodable
 	switch reason {
 	case reasonWorkflow:

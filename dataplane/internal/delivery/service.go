@@ -92,10 +92,14 @@ type Service struct {
 	ackDeadline        time.Duration
 	defaultMaxInFlight int
 	metrics            *metrics
+	decoded            *decodedCache
 
 	mu       sync.RWMutex
 	sessions map[string]*Session
-	closed   bool
+	// topicSessions counts the open sessions per topic ID: sessions share decoded events only when
+	// several of them read one topic.
+	topicSessions map[string]int
+	closed        bool
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -125,7 +129,9 @@ func NewService(deps Deps, opts Options) (*Service, error) {
 		ackDeadline:        opts.AckDeadline,
 		defaultMaxInFlight: opts.DefaultMaxInFlight,
 		metrics:            m,
+		decoded:            newDecodedCache(),
 		sessions:           map[string]*Session{},
+		topicSessions:      map[string]int{},
 		watchDone:          make(chan struct{}),
 	}
 	if s.ackDeadline == 0 {
@@ -187,6 +193,7 @@ func (s *Service) Open(ctx context.Context, tenantID, subscriptionID string, opt
 		return nil, ErrServiceClosed
 	}
 	s.sessions[id] = sess
+	s.topicSessions[ref.Topic.ID]++
 	s.mu.Unlock()
 	return sess, nil
 }
@@ -202,9 +209,15 @@ func (s *Service) Acknowledge(ctx context.Context, tenantID, subscriptionID stri
 		tokens  []string
 	}
 	var groups []group
+	var lastID string
+	var last *Session
 	for _, ackID := range ackIDs {
 		sessionID, token, ok := strings.Cut(ackID, ".")
-		sess := s.session(sessionID)
+		// The ack ids of one call nearly always come from one stream: look its session up once.
+		if last == nil || sessionID != lastID {
+			lastID, last = sessionID, s.session(sessionID)
+		}
+		sess := last
 		if !ok || token == "" || sess == nil || sess.tenantID != tenantID || sess.subscriptionID != subscriptionID {
 			unknown = append(unknown, ackID)
 			continue
@@ -280,7 +293,17 @@ func (s *Service) removeSession(sess *Session) {
 	defer s.mu.Unlock()
 	if s.sessions[sess.id] == sess {
 		delete(s.sessions, sess.id)
+		if s.topicSessions[sess.ref.Topic.ID]--; s.topicSessions[sess.ref.Topic.ID] <= 0 {
+			delete(s.topicSessions, sess.ref.Topic.ID)
+		}
 	}
+}
+
+// topicShared reports whether more than one open session of this node reads the topic.
+func (s *Service) topicShared(topicID string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.topicSessions[topicID] > 1
 }
 
 // watchConfig wakes the sessions whose subscription or topic changed, so a stream waiting for events

@@ -4,15 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pds-platform/pds/common/configfsm"
+	"github.com/pds-platform/pds/common/filter"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/routing"
 	"github.com/pds-platform/pds/dataplane/internal/broker"
-	"google.golang.org/protobuf/proto"
 )
 
 // errInterrupted cancels a Receive when the session's subscription or topic changed in the config.
@@ -300,45 +301,84 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 		return nil, err
 	}
 	workflow := sub.Proto.GetSubscriberWorkflow()
-	// One allocation per batch instead of two per event: the messages are handed out together and never
-	// copied, so the slabs live exactly as long as the batch.
-	decoded := make([]pdsv1.PortfolioDistribution, len(deliveries))
-	delivered := make([]pdsv1.DeliveredEvent, len(deliveries))
-	events := make([]*pdsv1.DeliveredEvent, 0, len(deliveries))
-	kept := make([]broker.AckHandle, 0, len(deliveries))
+	summaries, _ := sub.Matcher.(summaryMatcher)
+	if sub.CompileErr != nil {
+		summaries = nil
+	}
+	type accepted struct {
+		delivery *broker.Delivery
+		event    *decodedEvent
+	}
+	var taken []accepted
 	var settle []broker.AckHandle // acknowledged at the broker now
 	var redelivered int64
+	var summary filter.Summary
+	shared := s.svc.topicShared(s.ref.Topic.ID)
+	// Counted per batch: one metric update per event would cost more than skipping the event.
+	var skippedWorkflow, skippedFilter, undecodable int64
 	for i := range deliveries {
 		d := &deliveries[i]
-		ev := &decoded[i]
-		if err := proto.Unmarshal(d.Value, ev); err != nil {
+		// Every subscription of a topic reads all of its events; most subscriptions take few of them.
+		// Reject from the summary when it decides, so a skipped event is never decoded.
+		filterDecided := false
+		if summaries != nil && filter.Summarize(d.Value, &summary) == nil {
+			if !summary.TargetsWorkflow(workflow) {
+				skippedWorkflow++
+				settle = append(settle, d.Handle)
+				continue
+			}
+			match, decided := summaries.MatchSummary(&summary)
+			if decided && !match {
+				skippedFilter++
+				settle = append(settle, d.Handle)
+				continue
+			}
+			filterDecided = decided
+		}
+		dec, err := s.svc.decoded.decode(d.Value, shared)
+		if err != nil {
 			// Redelivering a record no node can decode would loop forever.
 			s.svc.deps.Logger.Error("dropping undecodable record", "tenant_id", s.tenantID,
 				"subscription_id", s.subscriptionID, "event_id", d.EventID, "partition", d.Partition, "err", err)
-			s.metrics.filtered(reasonUndecodable, 1)
+			undecodable++
 			settle = append(settle, d.Handle)
 			continue
 		}
-		if !routing.TargetsWorkflow(ev, workflow) {
-			s.metrics.filtered(reasonWorkflow, 1)
-			settle = append(settle, d.Handle)
-			continue
+		ev := dec.event
+		if !filterDecided {
+			if !routing.TargetsWorkflow(ev, workflow) {
+				skippedWorkflow++
+				settle = append(settle, d.Handle)
+				continue
+			}
+			if !matches(sub, ev) {
+				skippedFilter++
+				settle = append(settle, d.Handle)
+				continue
+			}
 		}
-		if !matches(sub, ev) {
-			s.metrics.filtered(reasonFilter, 1)
-			settle = append(settle, d.Handle)
-			continue
-		}
-		if d.Attempt > 1 {
+		taken = append(taken, accepted{delivery: d, event: dec})
+	}
+	s.metrics.filtered(reasonWorkflow, skippedWorkflow)
+	s.metrics.filtered(reasonFilter, skippedFilter)
+	s.metrics.filtered(reasonUndecodable, undecodable)
+
+	// One allocation per batch instead of one per event: the messages are handed out together and never
+	// copied, so the slab lives exactly as long as the batch.
+	delivered := make([]pdsv1.DeliveredEvent, len(taken))
+	events := make([]*pdsv1.DeliveredEvent, len(taken))
+	kept := make([]broker.AckHandle, len(taken))
+	for i, t := range taken {
+		if t.delivery.Attempt > 1 {
 			redelivered++
 		}
 		out := &delivered[i]
-		out.Event = routing.ToDistributed(ev)
-		out.DataType = ev.GetDataType()
-		out.Priority = ev.GetRouting().GetPriority()
-		out.DeliveryAttempt = int32(max(d.Attempt, 1))
-		events = append(events, out)
-		kept = append(kept, d.Handle)
+		out.Event = t.event.distributed
+		out.DataType = t.event.event.GetDataType()
+		out.Priority = t.event.event.GetRouting().GetPriority()
+		out.DeliveryAttempt = int32(max(t.delivery.Attempt, 1))
+		events[i] = out
+		kept[i] = t.delivery.Handle
 	}
 
 	if s.autoAck {
@@ -352,8 +392,9 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 			return nil, ErrSessionClosed
 		}
 		added := 0
+		ackIDs := s.ackIDs(kept)
 		for i, h := range kept {
-			events[i].AckId = s.id + "." + h.Token
+			events[i].AckId = ackIDs[i]
 			if _, again := s.inFlight[h.Token]; !again {
 				added++
 			}
@@ -375,6 +416,31 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 	s.metrics.delivered(int64(len(events)))
 	s.metrics.redelivered(redelivered)
 	return events, nil
+}
+
+// ackIDs returns "<session id>.<handle token>" for each handle. They are cut from one string, so a batch
+// costs one allocation instead of one per event.
+func (s *Session) ackIDs(handles []broker.AckHandle) []string {
+	size := 0
+	for _, h := range handles {
+		size += len(s.id) + 1 + len(h.Token)
+	}
+	var all strings.Builder
+	all.Grow(size)
+	for _, h := range handles {
+		all.WriteString(s.id)
+		all.WriteByte('.')
+		all.WriteString(h.Token)
+	}
+	joined := all.String()
+	ids := make([]string, len(handles))
+	start := 0
+	for i, h := range handles {
+		end := start + len(s.id) + 1 + len(h.Token)
+		ids[i] = joined[start:end]
+		start = end
+	}
+	return ids
 }
 
 // nack hands records straight back to the broker for redelivery.
@@ -424,6 +490,11 @@ func (s *Session) acknowledge(ctx context.Context, tokens []string) (missing []i
 	}
 	s.metrics.acked(int64(len(handles)))
 	return missing, nil
+}
+
+// summaryMatcher is a Matcher that can also decide from a filter.Summary (a *filter.Filter).
+type summaryMatcher interface {
+	MatchSummary(s *filter.Summary) (match, decided bool)
 }
 
 func matches(sub *configfsm.Subscription, ev *pdsv1.PortfolioDistribution) bool {

@@ -1,0 +1,56 @@
+package api
+
+import (
+	"bytes"
+	"testing"
+
+	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestProtoEncoderWritesWhatProtoMarshalWrites: protobuf subscribers must get the same bytes whichever
+// encoder wrote them, including when several messages share one event.
+func TestProtoEncoderWritesWhatProtoMarshalWrites(t *testing.T) {
+	t.Parallel()
+	shared := &pdsv1.PortfolioDistributed{
+		EventId: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", Timestamp: "2025-06-21T10:00:00.000Z",
+		Distribution: &pdsv1.DistributionInfo{Topic: "portfolio/state/updated", RoutingKey: "portfolio_001.state.update",
+			TargetWorkflows: []string{"reporting_analytics", "user_interface"}},
+		Data: &pdsv1.PortfolioData{PortfolioId: "portfolio_001", TotalValue: 1000000,
+			PerformanceMetrics: &pdsv1.PerformanceMetricsData{DailyReturn: 0.012, YtdReturn: 0.085}},
+	}
+	tests := []struct {
+		name string
+		msg  *pdsv1.PortfolioMessage
+	}{
+		{name: "no events", msg: &pdsv1.PortfolioMessage{}},
+		{name: "one event", msg: &pdsv1.PortfolioMessage{Events: []*pdsv1.DeliveredEvent{
+			{AckId: "kq3c5xnd7mv2pa4s6ebz.1a-0", Event: shared, DataType: pdsv1.PortfolioDataType_PORTFOLIO_STATE, Priority: 5, DeliveryAttempt: 1},
+		}}},
+		{name: "shared event twice, auto-ack, negative and unknown numbers", msg: &pdsv1.PortfolioMessage{Events: []*pdsv1.DeliveredEvent{
+			{Event: shared, DeliveryAttempt: 300},
+			{AckId: "a.2", Event: shared, DataType: 42, Priority: -1},
+		}}},
+		{name: "empty and missing events", msg: &pdsv1.PortfolioMessage{Events: []*pdsv1.DeliveredEvent{
+			{AckId: "a.1", Event: &pdsv1.PortfolioDistributed{}}, {AckId: "a.2"}, {},
+		}}},
+	}
+	encoder := newProtoEncoder()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, err := proto.Marshal(tt.msg)
+			if err != nil {
+				t.Fatalf("proto.Marshal: %v", err)
+			}
+			for round := range 2 { // the second round takes the events from the cache
+				got, err := encoder.appendMessage([]byte("prefix"), tt.msg)
+				if err != nil {
+					t.Fatalf("round %d: appendMessage: %v", round, err)
+				}
+				if !bytes.Equal(got, append([]byte("prefix"), want...)) {
+					t.Fatalf("round %d: bytes differ from proto.Marshal\n got: %x\nwant: prefix%x", round, got, want)
+				}
+			}
+		})
+	}
+}

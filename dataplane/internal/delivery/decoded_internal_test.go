@@ -1,0 +1,61 @@
+package delivery
+
+import (
+	"testing"
+
+	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"github.com/pds-platform/pds/common/routing"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestDecodedCacheSharesOneDecodingPerRecord(t *testing.T) {
+	t.Parallel()
+	encode := func(portfolioID string) []byte {
+		b, err := proto.Marshal(&pdsv1.PortfolioDistribution{
+			EventId: "e-" + portfolioID, Timestamp: "2025-06-21T10:00:00.000Z", DataType: pdsv1.PortfolioDataType_PORTFOLIO_STATE,
+			Data:    &pdsv1.PortfolioData{PortfolioId: portfolioID, TotalValue: 1},
+			Routing: &pdsv1.RoutingInfo{Topic: "portfolio/state/updated", RoutingKey: portfolioID + ".state.update", TargetWorkflows: []string{"w"}, Priority: 3},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cache := newDecodedCache()
+	first := encode("P-1")
+	a, err := cache.decode(first, true)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if !proto.Equal(a.distributed, routing.ToDistributed(a.event)) {
+		t.Fatalf("distributed event %v differs from routing.ToDistributed %v", a.distributed, routing.ToDistributed(a.event))
+	}
+	// Another session's copy of the same record: same bytes, different buffer.
+	again, err := cache.decode(append([]byte(nil), first...), true)
+	if err != nil {
+		t.Fatalf("decode again: %v", err)
+	}
+	if again != a {
+		t.Error("the same record was decoded twice; sessions should share one decoding")
+	}
+	// The cache keeps its own copy: reusing the broker's buffer must not change a cached event.
+	clear(first)
+	other, err := cache.decode(encode("P-2"), true)
+	if err != nil {
+		t.Fatalf("decode other: %v", err)
+	}
+	if other == a || other.event.GetData().GetPortfolioId() != "P-2" || a.event.GetData().GetPortfolioId() != "P-1" {
+		t.Errorf("records were confused: %v and %v", a.event, other.event)
+	}
+	if _, err := cache.decode([]byte{0xff}, true); err == nil {
+		t.Error("decoding a malformed record succeeded")
+	}
+	// A record only one session reads is decoded on its own and not cached.
+	alone, err := cache.decode(encode("P-3"), false)
+	if err != nil {
+		t.Fatalf("decode unshared: %v", err)
+	}
+	if again, _ := cache.decode(encode("P-3"), true); again == alone {
+		t.Error("an unshared decoding was cached")
+	}
+}
