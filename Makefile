@@ -128,7 +128,7 @@ run: ## Run PostgreSQL, control plane, data plane and the demo publisher locally
 
 .PHONY: clean
 clean: ## Remove built binaries, logs and Go test caches (keeps tools, npm packages, ./data/postgres and ./data/pulsar)
-	rm -f $(BIN)/pds-controlplane $(BIN)/pds-dataplane $(BIN)/pds-demo-publisher
+	rm -f $(BIN)/pds-controlplane $(BIN)/pds-dataplane $(BIN)/pds-demo-publisher $(BIN)/pds-load
 	rm -rf data/logs
 	go clean -testcache
 
