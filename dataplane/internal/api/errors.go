@@ -33,7 +33,7 @@ func toConnectError(op string, err error, fallback connect.Code) error {
 	case errors.Is(err, delivery.ErrSubscriptionNotFound):
 		code = connect.CodeNotFound
 	case errors.Is(err, delivery.ErrSubscriptionPaused), errors.Is(err, delivery.ErrTopicNotFound),
-		errors.Is(err, delivery.ErrTopicChanged):
+		errors.Is(err, delivery.ErrTopicChanged), errors.Is(err, delivery.ErrWorkflowChanged):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, delivery.ErrServiceClosed), errors.Is(err, delivery.ErrSessionClosed):
 		code = connect.CodeUnavailable

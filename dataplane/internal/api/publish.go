@@ -136,7 +136,8 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 			batches[topic.GetId()] = batch
 			batchOrder = append(batchOrder, batch)
 		}
-		record := broker.Record{Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value}
+		record := broker.Record{Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value,
+			TargetWorkflows: ev.GetRouting().GetTargetWorkflows()}
 		if s.keepsProperties {
 			if trace == nil {
 				trace = traceProperties(ctx)

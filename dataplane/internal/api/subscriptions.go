@@ -10,6 +10,7 @@ import (
 	"github.com/pds-platform/pds/common/apierr"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/dataplane/internal/broker"
+	"github.com/pds-platform/pds/dataplane/internal/delivery"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
@@ -207,7 +208,7 @@ func (s *Service) seekSubscription(ctx context.Context, subscriptionID string, p
 			fmt.Sprintf("seek subscription %q: its topic %q does not exist", subscriptionID, sub.Proto.GetTopicName()),
 			&errdetails.PreconditionFailure_Violation{Type: "TOPIC_NOT_FOUND", Subject: "subscription.topic_name", Description: fmt.Sprintf("topic %q does not exist; create it or move the subscription to another topic", sub.Proto.GetTopicName())})
 	}
-	ref, err := seekRef(sub.Proto, topic)
+	ref, err := delivery.SubscriptionRef(sub.Proto, topic)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("seek subscription %q: %w", subscriptionID, err))
 	}
@@ -221,27 +222,4 @@ func (s *Service) seekSubscription(ctx context.Context, subscriptionID string, p
 	s.logger.Info("subscription moved", "tenant_id", s.tenantID, "subscription_id", subscriptionID,
 		"earliest", pos.Earliest, "latest", pos.Latest, "time", pos.Time)
 	return &pdsv1.SubscriptionResponse{Subscription: sub.Proto, ConfigVersion: cfg.Version}, nil
-}
-
-// seekRef names the subscription at the broker the way the delivery engine does when it streams it, so
-// Seek moves the very engine subscription the streams read.
-func seekRef(sub *pdsv1.Subscription, topic *pdsv1.Topic) (broker.SubscriptionRef, error) {
-	var start time.Time
-	if createdAt := sub.GetCreatedAt(); createdAt != "" {
-		var err error
-		if start, err = time.Parse(time.RFC3339Nano, createdAt); err != nil {
-			return broker.SubscriptionRef{}, fmt.Errorf("parse created_at %q: %w", createdAt, err)
-		}
-	}
-	return broker.SubscriptionRef{
-		TenantID: sub.GetTenantId(),
-		ID:       sub.GetId(),
-		Topic: broker.TopicRef{
-			TenantID:   topic.GetTenantId(),
-			ID:         topic.GetId(),
-			Name:       topic.GetTopicName(),
-			Partitions: max(int(topic.GetPartitions()), 1),
-		},
-		StartTime: start,
-	}, nil
 }

@@ -8,13 +8,22 @@ import (
 
 // A batch frame is the body of one engine message holding records of one topic, in publish order:
 //
-//	version byte (1) | record count uint32 big-endian | records
-//	record = uvarint partition | uvarint len(key) | key | uvarint len(event id) | event id |
+//	version byte (2) | record count uint32 big-endian | records
+//	record = flags byte | uvarint partition | uvarint len(key) | key | uvarint len(event id) | event id |
 //	         uvarint len(value) | value
+//
+// Flag recordCopy marks a record that is also stored under another workflow's subject (it targets several
+// workflows, see EmbeddedBroker.Publish): a consumer that reads every subject skips it and takes the
+// primary copy. Version 1 frames, written before records were routed by workflow, have no flags byte;
+// they are still read.
 const (
-	batchFrameVersion    = 1
+	batchFrameVersion1   = 1
+	batchFrameVersion    = 2
 	batchFrameHeaderSize = 5
 )
+
+// recordFlags of a version 2 frame.
+const recordCopy byte = 1
 
 var errBadBatchFrame = errors.New("malformed batch frame")
 
@@ -27,11 +36,12 @@ func newBatchFrame(capacity int) []byte {
 }
 
 func encodedRecordSize(r *Record) int {
-	return uvarintLen(r.Partition) + uvarintLen(len(r.Key)) + len(r.Key) + uvarintLen(len(r.EventID)) + len(r.EventID) +
+	return 1 + uvarintLen(r.Partition) + uvarintLen(len(r.Key)) + len(r.Key) + uvarintLen(len(r.EventID)) + len(r.EventID) +
 		uvarintLen(len(r.Value)) + len(r.Value)
 }
 
-func appendRecord(buf []byte, r *Record) []byte {
+func appendRecord(buf []byte, r *Record, flags byte) []byte {
+	buf = append(buf, flags)
 	buf = binary.AppendUvarint(buf, uint64(r.Partition))
 	buf = binary.AppendUvarint(buf, uint64(len(r.Key)))
 	buf = append(buf, r.Key...)
@@ -45,41 +55,55 @@ func sealBatchFrame(buf []byte, count int) {
 	binary.BigEndian.PutUint32(buf[1:batchFrameHeaderSize], uint32(count))
 }
 
-// decodeBatchFrame splits a frame into its records. Values alias data.
-func decodeBatchFrame(data []byte) ([]Record, error) {
-	if len(data) < batchFrameHeaderSize || data[0] != batchFrameVersion {
-		return nil, fmt.Errorf("%w: bad header", errBadBatchFrame)
+// decodeBatchFrame splits a frame into its records; copies[i] reports flag recordCopy of record i (copies
+// is nil when no record has it). Values alias data.
+func decodeBatchFrame(data []byte) (records []Record, copies []bool, err error) {
+	if len(data) < batchFrameHeaderSize || (data[0] != batchFrameVersion && data[0] != batchFrameVersion1) {
+		return nil, nil, fmt.Errorf("%w: bad header", errBadBatchFrame)
 	}
+	hasFlags := data[0] == batchFrameVersion
 	count := int(binary.BigEndian.Uint32(data[1:batchFrameHeaderSize]))
 	rest := data[batchFrameHeaderSize:]
 	// Each record takes at least 4 bytes, which bounds a corrupt count before allocating.
 	if count > len(rest)/4+1 {
-		return nil, fmt.Errorf("%w: count %d exceeds frame size %d", errBadBatchFrame, count, len(data))
+		return nil, nil, fmt.Errorf("%w: count %d exceeds frame size %d", errBadBatchFrame, count, len(data))
 	}
-	records := make([]Record, count)
+	records = make([]Record, count)
 	for i := range records {
+		if hasFlags {
+			if len(rest) == 0 {
+				return nil, nil, fmt.Errorf("%w: record %d flags", errBadBatchFrame, i)
+			}
+			if rest[0]&recordCopy != 0 {
+				if copies == nil {
+					copies = make([]bool, count)
+				}
+				copies[i] = true
+			}
+			rest = rest[1:]
+		}
 		var key, eventID, value []byte
 		partition, used := binary.Uvarint(rest)
 		if used <= 0 || partition > 1<<31 {
-			return nil, fmt.Errorf("%w: record %d partition", errBadBatchFrame, i)
+			return nil, nil, fmt.Errorf("%w: record %d partition", errBadBatchFrame, i)
 		}
 		rest = rest[used:]
 		var ok bool
 		if key, rest, ok = readChunk(rest); !ok {
-			return nil, fmt.Errorf("%w: record %d key", errBadBatchFrame, i)
+			return nil, nil, fmt.Errorf("%w: record %d key", errBadBatchFrame, i)
 		}
 		if eventID, rest, ok = readChunk(rest); !ok {
-			return nil, fmt.Errorf("%w: record %d event id", errBadBatchFrame, i)
+			return nil, nil, fmt.Errorf("%w: record %d event id", errBadBatchFrame, i)
 		}
 		if value, rest, ok = readChunk(rest); !ok {
-			return nil, fmt.Errorf("%w: record %d value", errBadBatchFrame, i)
+			return nil, nil, fmt.Errorf("%w: record %d value", errBadBatchFrame, i)
 		}
 		records[i] = Record{Partition: int(partition), Key: string(key), EventID: string(eventID), Value: value}
 	}
 	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", errBadBatchFrame, len(rest))
+		return nil, nil, fmt.Errorf("%w: %d trailing bytes", errBadBatchFrame, len(rest))
 	}
-	return records, nil
+	return records, copies, nil
 }
 
 func readChunk(b []byte) (chunk, rest []byte, ok bool) {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,4 +115,105 @@ func reportLatencies(b *testing.B, latencies []time.Duration) {
 		b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
 	}
+}
+
+// benchWorkflows is how many subscriptions benchRouting spreads the records over, one workflow each.
+const benchWorkflows = 10
+
+// benchRouting measures records per second and process CPU per record from publish until every
+// subscription has received what it wants, with benchWorkflows subscriptions of one topic and each record
+// meant for one of them. routed: records carry their target workflow and consumers their workflow, so a
+// driver that routes hands each consumer only its records. Not routed: the behaviour before routing,
+// every consumer reads every record (and would drop those for other workflows after decoding them).
+func benchRouting(b *testing.B, br Broker, routed bool) {
+	const partitions, perCall = 16, 100
+	topic := TopicRef{TenantID: conformanceTenant, ID: uuid.NewString(), Name: "bench", Partitions: partitions}
+	ctx := context.Background()
+	if err := br.EnsureTopic(ctx, topic); err != nil {
+		b.Fatal(err)
+	}
+	targets := make([][]string, benchWorkflows)
+	for k := range targets {
+		targets[k] = []string{fmt.Sprintf("wf-%d", k)}
+	}
+	var deliveries atomic.Int64
+	done := make(chan struct{}, benchWorkflows)
+	for k := range benchWorkflows {
+		sub := SubscriptionRef{TenantID: conformanceTenant, ID: uuid.NewString(), Topic: topic}
+		want := b.N
+		if routed {
+			sub.Workflow = targets[k][0]
+			// Records are numbered 1..b.N and record n targets workflow n % benchWorkflows.
+			want = b.N / benchWorkflows
+			if k != 0 && k <= b.N%benchWorkflows {
+				want++
+			}
+		}
+		c, err := br.Subscribe(ctx, sub, ConsumerOptions{MaxUnacked: 10000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for received := 0; received < want; {
+				batch, err := c.Receive(ctx, 2000)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				received += len(batch)
+				deliveries.Add(int64(len(batch)))
+				if err := c.Ack(ctx, handles(batch)...); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	value := make([]byte, benchValueBytes)
+	var next atomic.Int64
+	cpuBefore := processCPU()
+	b.SetParallelism(benchPublishers / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		records := make([]Record, 0, perCall)
+		flush := func() {
+			if err := br.Publish(ctx, topic, records); err != nil {
+				b.Error(err)
+			}
+			records = records[:0]
+		}
+		for pb.Next() {
+			n := next.Add(1)
+			r := Record{Partition: int(n % partitions), Key: fmt.Sprintf("PF-%d", n%1000), EventID: "e", Value: value}
+			if routed {
+				r.TargetWorkflows = targets[n%benchWorkflows]
+			}
+			records = append(records, r)
+			if len(records) == perCall {
+				flush()
+			}
+		}
+		if len(records) > 0 {
+			flush()
+		}
+	})
+	for range benchWorkflows {
+		<-done
+	}
+	b.StopTimer()
+	cpu := processCPU() - cpuBefore
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/event")
+	b.ReportMetric(float64(deliveries.Load())/float64(b.N), "reads/event")
+}
+
+// processCPU is the CPU time the process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -29,6 +29,9 @@ type SubscriptionRef struct {
 	// StartTime: a subscription that does not exist yet at the broker starts with the events stored at or
 	// after this time. Zero means from the earliest stored event.
 	StartTime time.Time
+	// Workflow is the subscription's subscriber_workflow: a driver that routes (see Broker) may leave out
+	// records whose TargetWorkflows do not name it. Empty means the consumer wants every record.
+	Workflow string
 }
 
 // Record is one event as stored: opaque to the broker apart from its routing fields.
@@ -43,6 +46,9 @@ type Record struct {
 	// workflows, trace context) so the broker and its consumers can route and filter without decoding
 	// Value. Optional; nil means none. Drivers that cannot store them deliver nil.
 	Properties map[string]string
+	// TargetWorkflows is the event's routing.target_workflows: the workflows it is meant for, empty for
+	// every workflow. Drivers that route by it (see Broker) use it on Publish; on delivery it may be nil.
+	TargetWorkflows []string
 }
 
 // AckHandle identifies one delivered record to its Consumer. It is opaque and comparable.
@@ -68,6 +74,12 @@ type Delivery struct {
 // engine's host, and is delivered to every subscription of its topic whose StartTime is not after the
 // record's publish time, at least once, until acknowledged. Records of one partition are delivered to a
 // consumer in publish order; redelivered records may come after later ones.
+//
+// Routing by workflow: a driver MAY leave out, for a consumer whose SubscriptionRef.Workflow is W, the
+// records whose TargetWorkflows is non-empty and does not contain W; it MUST deliver every other record.
+// So a consumer may still receive records meant for other workflows, and its caller keeps checking
+// TargetWorkflows itself. A driver that routes names that in its documentation, including any ordering it
+// cannot keep for a consumer with an empty Workflow.
 //
 // All methods are safe for concurrent use.
 type Broker interface {

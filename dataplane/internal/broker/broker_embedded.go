@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,10 +95,12 @@ func (o *EmbeddedOptions) withDefaults() EmbeddedOptions {
 }
 
 // EmbeddedBroker runs a NATS server with JetStream inside the process, reached through in-process
-// connections (no network listener), and stores every topic as one JetStream stream. Publish coalesces
-// records of one topic, across concurrent calls, into one JetStream message (see batchframe.go and
-// topicBatcher); consumers split those messages back into records and acknowledge a message once every
-// record in it is acknowledged.
+// connections (no network listener), and stores every topic as one JetStream stream. It routes by
+// workflow (see Broker): a record is stored under a subject per target workflow, or the broadcast subject
+// (see engineNames), and a subscription's consumer reads only the broadcast subject and its workflow's.
+// Publish coalesces records of one subject, across concurrent calls, into one JetStream message (see
+// batchframe.go, topicWriter and topicBatcher); consumers split those messages back into records and
+// acknowledge a message once every record in it is acknowledged.
 type EmbeddedBroker struct {
 	opts   EmbeddedOptions
 	log    *slog.Logger
@@ -116,6 +119,7 @@ type EmbeddedBroker struct {
 
 	mu        sync.Mutex
 	batchers  map[string]*topicBatcher // by subject
+	writers   map[string]*topicWriter  // by stream
 	acks      map[string]*ackRegistry  // by stream/consumer
 	consumers map[*embeddedConsumer]struct{}
 	reapers   map[chan struct{}]struct{}    // closed consumers still releasing late messages
@@ -162,6 +166,7 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		closed:     make(chan struct{}),
 		writeSlots: make(chan struct{}, o.InFlightWrites),
 		batchers:   map[string]*topicBatcher{},
+		writers:    map[string]*topicWriter{},
 		acks:       map[string]*ackRegistry{},
 		consumers:  map[*embeddedConsumer]struct{}{},
 		reapers:    map[chan struct{}]struct{}{},
@@ -287,7 +292,7 @@ func (b *EmbeddedBroker) EnsureTopic(ctx context.Context, ref TopicRef) error {
 	cfg := jetstream.StreamConfig{
 		Name:        names.stream,
 		Description: truncate("PDS topic "+ref.Name, 4096),
-		Subjects:    []string{names.subjectPrefix + ".*"},
+		Subjects:    names.streamSubjects(),
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      b.opts.Retention,
@@ -312,7 +317,8 @@ func (b *EmbeddedBroker) EnsureTopic(ctx context.Context, ref TopicRef) error {
 		}
 		current := stream.CachedInfo().Config
 		have, _ := strconv.Atoi(current.Metadata[metaPartitions])
-		if have >= ref.Partitions && current.MaxAge == cfg.MaxAge && current.Description == cfg.Description {
+		if have >= ref.Partitions && current.MaxAge == cfg.MaxAge && current.Description == cfg.Description &&
+			slices.Equal(current.Subjects, cfg.Subjects) {
 			return nil
 		}
 		cfg.Metadata[metaPartitions] = strconv.Itoa(max(have, ref.Partitions))
@@ -320,6 +326,8 @@ func (b *EmbeddedBroker) EnsureTopic(ctx context.Context, ref TopicRef) error {
 		updated.MaxAge = cfg.MaxAge
 		updated.Description = cfg.Description
 		updated.Metadata = cfg.Metadata
+		// Streams created before records were routed by workflow take only the single-token subjects.
+		updated.Subjects = cfg.Subjects
 		if _, err := b.js.UpdateStream(ctx, updated); err != nil {
 			return fmt.Errorf("ensure topic %q: update stream: %w", ref.Name, err)
 		}
@@ -384,9 +392,39 @@ func topicNames(ref TopicRef) engineNames {
 	}
 }
 
-// batchSubject is the subject every batch of the topic is written to; partitions travel inside the batch.
-func (n engineNames) batchSubject() string {
+// Subjects of a topic's stream. Partitions travel inside the batches; the subject routes by workflow:
+//
+//	<prefix>.all          records with no target workflows, read by every consumer
+//	<prefix>.w.<token>    records targeting the workflow whose engineToken is token
+//	<prefix>.records      every record, as written before records were routed by workflow; still read
+//
+// Workflow subjects sit one token deeper than the others, so no workflow name can take the broadcast
+// subject, and "<prefix>.*" matches the broadcast and legacy subjects together. engineToken keeps distinct
+// names distinct except where a name is crafted to equal another's hashed token; such workflows share a
+// subject, which only costs their consumers records they skip.
+func (n engineNames) broadcastSubject() string {
+	return n.subjectPrefix + ".all"
+}
+
+func (n engineNames) legacySubject() string {
 	return n.subjectPrefix + ".records"
+}
+
+func (n engineNames) workflowSubject(workflow string) string {
+	return n.subjectPrefix + ".w." + engineToken(workflow)
+}
+
+func (n engineNames) streamSubjects() []string {
+	return []string{n.subjectPrefix + ".*", n.subjectPrefix + ".w.*"}
+}
+
+// consumerFilter is what the consumer of a subscription with the given workflow reads: the broadcast and
+// legacy subjects and its workflow's subject; nil (every subject) for an empty workflow.
+func (n engineNames) consumerFilter(workflow string) []string {
+	if workflow == "" {
+		return nil
+	}
+	return []string{n.subjectPrefix + ".*", n.workflowSubject(workflow)}
 }
 
 func consumerName(sub SubscriptionRef) string {

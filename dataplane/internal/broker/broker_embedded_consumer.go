@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,7 +56,7 @@ func (b *EmbeddedBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opt
 		return nil, fmt.Errorf("subscribe %s: %w", sub.ID, err)
 	}
 	defer b.endConsumerChange(key, changing)
-	if err := b.ensureConsumer(ctx, sub, names.stream, durable, opts); err != nil {
+	if err := b.ensureConsumer(ctx, sub, names, durable, opts); err != nil {
 		return nil, err
 	}
 	c := &embeddedConsumer{
@@ -73,6 +74,10 @@ func (b *EmbeddedBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opt
 		batches:       map[uint64]*fetchedBatch{},
 		outstanding:   map[string]heldRecord{},
 		recordsPerMsg: 1,
+		routedPrefix:  names.subjectPrefix + ".w.",
+	}
+	if sub.Workflow != "" {
+		c.ownSubject = names.workflowSubject(sub.Workflow)
 	}
 	// One subscription per inbox (a seek replaces both): unsubscribing it in Close reaches the engine
 	// before the Naks that follow on the same connection, so released records never go to a dead pull
@@ -92,16 +97,23 @@ func (b *EmbeddedBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opt
 	return c, nil
 }
 
-func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef, stream, durable string, opts ConsumerOptions) error {
+// ensureConsumer creates the subscription's durable consumer or brings its settings up to date. Its
+// filter follows sub.Workflow (engineNames.consumerFilter). Changing the filter of an existing consumer
+// keeps its position and its pending records, which are still redelivered whatever their subject; stored
+// records behind its position that the old filter left out and the new one takes are not delivered, as if
+// the subscription had always had the new workflow from that position on.
+func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef, names engineNames, durable string, opts ConsumerOptions) error {
+	stream := names.stream
 	maxAckPending := max(2*opts.MaxUnacked, 256)
 	cfg := jetstream.ConsumerConfig{
-		Durable:       durable,
-		Description:   "PDS subscription " + sub.ID,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       opts.AckDeadline,
-		MaxAckPending: maxAckPending,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Durable:        durable,
+		Description:    "PDS subscription " + sub.ID,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        opts.AckDeadline,
+		MaxAckPending:  maxAckPending,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubjects: names.consumerFilter(sub.Workflow),
 	}
 	if !sub.StartTime.IsZero() {
 		start := sub.StartTime.UTC()
@@ -126,17 +138,28 @@ func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef
 			return fmt.Errorf("subscribe %s: %w", sub.ID, err)
 		}
 		current := cons.CachedInfo().Config
-		if current.AckWait == cfg.AckWait && current.MaxAckPending == cfg.MaxAckPending {
+		if current.AckWait == cfg.AckWait && current.MaxAckPending == cfg.MaxAckPending && sameFilter(current, cfg.FilterSubjects) {
 			return nil
 		}
 		current.AckWait = cfg.AckWait
 		current.MaxAckPending = cfg.MaxAckPending
+		current.FilterSubject = ""
+		current.FilterSubjects = cfg.FilterSubjects
 		if _, err := b.js.UpdateConsumer(ctx, stream, current); err != nil {
 			return fmt.Errorf("subscribe %s: update consumer: %w", sub.ID, err)
 		}
 		return nil
 	}
 	return fmt.Errorf("subscribe %s: consumer kept changing concurrently", sub.ID)
+}
+
+// sameFilter reports whether the consumer cfg already reads exactly the subjects filter names.
+func sameFilter(cfg jetstream.ConsumerConfig, filter []string) bool {
+	current := cfg.FilterSubjects
+	if cfg.FilterSubject != "" {
+		current = []string{cfg.FilterSubject}
+	}
+	return slices.Equal(current, filter)
 }
 
 func (b *EmbeddedBroker) ackRegistry(key string) *ackRegistry {
@@ -265,6 +288,24 @@ type embeddedConsumer struct {
 	batches       map[uint64]*fetchedBatch // newest delivery held, by stream sequence
 	outstanding   map[string]heldRecord    // handed out, not acked or nacked, by token
 	recordsPerMsg float64                  // moving average, to size pull requests
+	// routedPrefix starts every workflow subject of the topic; ownSubject is the consumer's workflow's, empty
+	// when its Workflow is. See skipsFrom.
+	routedPrefix string
+	ownSubject   string
+}
+
+// skipsFrom says which records of a message stored under subject the consumer leaves out, whatever filter
+// its engine consumer has (a Seek by a caller that did not name the workflow widens it to every subject):
+// with a Workflow, everything under another workflow's subject (records for it are also under its own);
+// without one, the copies of records stored for several workflows, so it reads each record once.
+func (c *embeddedConsumer) skipsFrom(subject string) (all, copies bool) {
+	if !strings.HasPrefix(subject, c.routedPrefix) {
+		return false, false
+	}
+	if c.ownSubject == "" {
+		return false, true
+	}
+	return subject != c.ownSubject, false
 }
 
 var _ Consumer = (*embeddedConsumer)(nil)
@@ -424,7 +465,13 @@ func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
 		c.broker.log.Error("embedded broker: delivery without metadata", "subject", m.Subject, "err", err)
 		return
 	}
-	records, err := decodeBatchFrame(m.Data)
+	skipAll, skipCopies := c.skipsFrom(m.Subject)
+	if skipAll {
+		c.reply(m, ackAck)
+		c.acks.forget(meta.Sequence.Stream)
+		return
+	}
+	records, copies, err := decodeBatchFrame(m.Data)
 	if err != nil {
 		// Redelivering it would fail the same way forever.
 		c.broker.log.Error("embedded broker: dropping undecodable batch", "stream_seq", meta.Sequence.Stream, "err", err)
@@ -434,6 +481,18 @@ func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
 	seq := meta.Sequence.Stream
 	c.recordsPerMsg = 0.9*c.recordsPerMsg + 0.1*float64(len(records))
 	pending := c.acks.unacked(seq, len(records))
+	if skipCopies && copies != nil {
+		// A skipped copy counts as acknowledged, so the message is acked once its other records are.
+		kept := pending[:0]
+		for _, i := range pending {
+			if copies[i] {
+				c.acks.markAcked(seq, i, len(records))
+			} else {
+				kept = append(kept, i)
+			}
+		}
+		pending = kept
+	}
 	if len(pending) == 0 {
 		c.reply(m, ackAck)
 		c.acks.forget(seq)

@@ -53,7 +53,7 @@ func (b *EmbeddedBroker) Seek(ctx context.Context, sub SubscriptionRef, pos Seek
 		c.beginSeek(done)
 	}
 
-	cfg, err := b.seekConsumerConfig(ctx, sub, names.stream, durable, pos)
+	cfg, err := b.seekConsumerConfig(ctx, sub, names, durable, pos)
 	if err != nil {
 		return err
 	}
@@ -100,17 +100,19 @@ func (b *EmbeddedBroker) endConsumerChange(key string, done chan struct{}) {
 }
 
 // seekConsumerConfig is the configuration of the subscription's consumer at pos: its current ack deadline
-// and pending bound, or the defaults when the subscription does not exist at the broker yet.
-func (b *EmbeddedBroker) seekConsumerConfig(ctx context.Context, sub SubscriptionRef, stream, durable string, pos SeekPosition) (jetstream.ConsumerConfig, error) {
+// and pending bound, or the defaults when the subscription does not exist at the broker yet, and the
+// filter of sub.Workflow.
+func (b *EmbeddedBroker) seekConsumerConfig(ctx context.Context, sub SubscriptionRef, names engineNames, durable string, pos SeekPosition) (jetstream.ConsumerConfig, error) {
 	cfg := jetstream.ConsumerConfig{
-		Durable:       durable,
-		Description:   "PDS subscription " + sub.ID,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       defaultAckDeadline,
-		MaxAckPending: max(2*defaultMaxUnacked, 256),
-		MaxDeliver:    -1,
+		Durable:        durable,
+		Description:    "PDS subscription " + sub.ID,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        defaultAckDeadline,
+		MaxAckPending:  max(2*defaultMaxUnacked, 256),
+		MaxDeliver:     -1,
+		FilterSubjects: names.consumerFilter(sub.Workflow),
 	}
-	cons, err := b.js.Consumer(ctx, stream, durable)
+	cons, err := b.js.Consumer(ctx, names.stream, durable)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return cfg, fmt.Errorf("seek subscription %s: topic %s not ensured at the broker: %w", sub.ID, sub.Topic.ID, err)

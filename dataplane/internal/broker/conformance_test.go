@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -19,6 +20,10 @@ type conformanceDriver struct {
 	newBroker func(t *testing.T) Broker
 	// reopen closes b and returns a broker on the same storage. Nil skips the durability cases.
 	reopen func(t *testing.T, b Broker) Broker
+	// routesByWorkflow: the driver leaves out every record not meant for a consumer's workflow and
+	// delivers each record once to a consumer without one, so the routing case asserts exactly the
+	// records a subscription wants instead of at least them.
+	routesByWorkflow bool
 }
 
 // runConformance checks the Broker contract (broker.go) against one driver. Every case uses its own broker
@@ -46,6 +51,7 @@ func runConformance(t *testing.T, d conformanceDriver) {
 		{"calls after Close return ErrClosed", testClosedBroker},
 		{"published records survive closing and reopening the broker", testDurableAcrossReopen},
 		{"latest views keep the newest value per key", testLatestViews},
+		{"a consumer with a workflow receives the records for it and the broadcast ones in partition order", testRoutingByWorkflow},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -675,5 +681,113 @@ func testLatestViews(t *testing.T, d conformanceDriver) {
 			t.Fatal("reopened broker lost LatestViews")
 		}
 		check(reopened, "after reopen")
+	}
+}
+
+// routedRecords returns n records over partitions whose target workflows cycle through none, [A], [B]
+// and [A, B].
+func routedRecords(prefix string, n, partitions int, a, b string) []Record {
+	records := makeRecords(prefix, n, partitions)
+	targets := [][]string{nil, {a}, {b}, {a, b}}
+	for i := range records {
+		records[i].TargetWorkflows = targets[(i/partitions)%len(targets)]
+	}
+	return records
+}
+
+// wantedBy lists the records a subscription of workflow must receive: all of them for an empty workflow.
+func wantedBy(records []Record, workflow string) []Record {
+	var out []Record
+	for _, r := range records {
+		if workflow == "" || len(r.TargetWorkflows) == 0 || slices.Contains(r.TargetWorkflows, workflow) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// receiveWanted receives (and acks) until every wanted record arrived; it returns every delivery, those
+// a routing driver was free to leave out included.
+func receiveWanted(t *testing.T, c Consumer, wanted []Record) []Delivery {
+	t.Helper()
+	missing := map[string]bool{}
+	for _, r := range wanted {
+		missing[r.EventID] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var got []Delivery
+	for len(missing) > 0 {
+		batch, err := c.Receive(ctx, 100)
+		if err != nil {
+			t.Fatalf("%d wanted records never arrived (e.g. %s): %v", len(missing), firstKey(missing), err)
+		}
+		if err := c.Ack(ctx, handles(batch)...); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+		for _, dl := range batch {
+			delete(missing, dl.EventID)
+		}
+		got = append(got, batch...)
+	}
+	return got
+}
+
+// assertWantedInOrder checks that the first delivery of each wanted record came in publish order within
+// its partition.
+func assertWantedInOrder(t *testing.T, what string, got []Delivery, wanted []Record) {
+	t.Helper()
+	position := map[string]int{}
+	for i, r := range wanted {
+		position[r.EventID] = i
+	}
+	seen := map[string]bool{}
+	last := map[int]int{}
+	for _, dl := range got {
+		pos, ok := position[dl.EventID]
+		if !ok || seen[dl.EventID] {
+			continue
+		}
+		seen[dl.EventID] = true
+		if prev, ok := last[dl.Partition]; ok && pos < prev {
+			t.Fatalf("%s: partition %d: %s delivered after %s, which was published after it", what, dl.Partition, dl.EventID, wanted[prev].EventID)
+		}
+		last[dl.Partition] = pos
+	}
+}
+
+func testRoutingByWorkflow(t *testing.T, d conformanceDriver) {
+	b := d.newBroker(t)
+	const partitions, workflowA, workflowB = 3, "wf-a", "wf-b"
+	topic := newTopic(t, b, partitions)
+	records := routedRecords("routed", 120, partitions, workflowA, workflowB)
+	// One call mixes broadcast and targeted records of one partition; the others are smaller.
+	publish(t, b, topic, records[:60])
+	for i := 60; i < len(records); i += 20 {
+		publish(t, b, topic, records[i:i+20])
+	}
+	cases := []struct {
+		name, workflow string
+		ordered        bool
+	}{
+		{"workflow A", workflowA, true},
+		{"workflow B", workflowB, true},
+		// Without a workflow a routing driver may reorder records routed to different workflows.
+		{"no workflow", "", !d.routesByWorkflow},
+	}
+	for _, tc := range cases {
+		sub := newSubscription(topic)
+		sub.Workflow = tc.workflow
+		c := subscribe(t, b, sub, ConsumerOptions{MaxUnacked: 1000})
+		wanted := wantedBy(records, tc.workflow)
+		got := receiveWanted(t, c, wanted)
+		if tc.ordered {
+			assertWantedInOrder(t, tc.name, got, wanted)
+		}
+		if !d.routesByWorkflow {
+			continue
+		}
+		expectNoDelivery(t, c, 300*time.Millisecond)
+		assertSameIDs(t, tc.name+": records delivered by a routing driver", eventIDs(got), sortedIDs(wanted))
 	}
 }

@@ -371,6 +371,38 @@ func TestConfigChangesReachAnOpenStream(t *testing.T) {
 	}
 }
 
+// A broker that routes by workflow reads only the stream's workflow, so a new workflow needs a new stream.
+func TestWorkflowChangeEndsTheStreamAndTheNextStreamReadsTheNewWorkflow(t *testing.T) {
+	t.Parallel()
+	skipIfShort(t)
+	h := newHarness(t, harnessOptions{})
+	sub := h.subscribe("reporting", nil)
+	sess := h.open(sub, delivery.StreamOptions{})
+	h.publish(stateEvent("P-reporting", 1, "reporting"))
+	h.acknowledge(sub, receive(t, sess, 1)...)
+
+	result := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		_, err := sess.Next(ctx)
+		result <- err
+	}()
+	h.update(sub, func(s *pdsv1.Subscription) { s.SubscriberWorkflow = "risk" })
+	if err := <-result; !errors.Is(err, delivery.ErrWorkflowChanged) {
+		t.Fatalf("Next after the workflow change returned %v, want %v", err, delivery.ErrWorkflowChanged)
+	}
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h.publish(stateEvent("P-reporting", 2, "reporting"), stateEvent("P-risk", 3, "risk"))
+	next := h.open(sub, delivery.StreamOptions{})
+	if ids := portfolioIDs(receive(t, next, 1)); ids != "[P-risk]" {
+		t.Fatalf("the stream opened after the change got %s, want only the event for the new workflow", ids)
+	}
+}
+
 func TestPausedSubscriptionKeepsItsEventsForResume(t *testing.T) {
 	t.Parallel()
 	skipIfShort(t)

@@ -33,6 +33,10 @@ var (
 	// ErrTopicChanged: while streaming, the subscription was moved to another topic (or its topic was
 	// deleted and created again). The client opens a new stream to read the new topic.
 	ErrTopicChanged = errors.New("subscription topic changed")
+	// ErrWorkflowChanged: while streaming, the subscription's subscriber_workflow changed. A broker that
+	// routes by workflow reads only the old workflow's records for this stream, so it ends; the client opens
+	// a new stream, which reads the new workflow's records.
+	ErrWorkflowChanged = errors.New("subscription workflow changed")
 	// ErrMaxInFlightOutOfRange: StreamOptions.MaxInFlight is negative or above MaxInFlightLimit. The error
 	// also holds an apierr.FieldError for "max_in_flight", so apierr.FromError makes it InvalidArgument.
 	ErrMaxInFlightOutOfRange = errors.New("max_in_flight out of range")
@@ -166,7 +170,7 @@ func (s *Service) Open(ctx context.Context, tenantID, subscriptionID string, opt
 	if err != nil {
 		return nil, fmt.Errorf("open delivery of subscription %q: %w", subscriptionID, err)
 	}
-	ref, err := subscriptionRef(sub.Proto, topic)
+	ref, err := SubscriptionRef(sub.Proto, topic)
 	if err != nil {
 		return nil, fmt.Errorf("open delivery of subscription %q: %w", subscriptionID, err)
 	}
@@ -352,7 +356,8 @@ func resolve(cfg *configfsm.Config, tenantID, subscriptionID string) (*configfsm
 	return sub, topic, nil
 }
 
-func subscriptionRef(sub *pdsv1.Subscription, topic *pdsv1.Topic) (broker.SubscriptionRef, error) {
+// SubscriptionRef names a subscription at the broker: its streams read it, and Seek moves it.
+func SubscriptionRef(sub *pdsv1.Subscription, topic *pdsv1.Topic) (broker.SubscriptionRef, error) {
 	var start time.Time
 	if createdAt := sub.GetCreatedAt(); createdAt != "" {
 		var err error
@@ -375,6 +380,7 @@ func subscriptionRef(sub *pdsv1.Subscription, topic *pdsv1.Topic) (broker.Subscr
 			Partitions: partitions,
 		},
 		StartTime: start,
+		Workflow:  sub.GetSubscriberWorkflow(),
 	}, nil
 }
 

@@ -102,9 +102,9 @@ func (s *Session) ID() string { return s.id }
 //
 // Events the subscription does not accept (another target workflow, its filters) are acknowledged at
 // the broker and skipped. Each call reads the subscription from the newest config, so filter changes
-// apply at once; when the subscription is paused, deleted or moved to another topic, Next returns
-// ErrSubscriptionPaused, ErrSubscriptionNotFound, ErrTopicNotFound or ErrTopicChanged and the stream
-// should end. It returns ctx.Err() when ctx ends and ErrSessionClosed after Close.
+// apply at once; when the subscription is paused, deleted, moved to another topic or given another
+// workflow, Next returns ErrSubscriptionPaused, ErrSubscriptionNotFound, ErrTopicNotFound, ErrTopicChanged
+// or ErrWorkflowChanged and the stream should end. It returns ctx.Err() when ctx ends and ErrSessionClosed after Close.
 func (s *Session) Next(ctx context.Context) ([]*pdsv1.DeliveredEvent, error) {
 	s.nextMu.Lock()
 	defer s.nextMu.Unlock()
@@ -174,6 +174,9 @@ func (s *Session) current() (*configfsm.Subscription, error) {
 	}
 	if err == nil && topic.GetId() != s.ref.Topic.ID {
 		err = ErrTopicChanged
+	}
+	if err == nil && sub.Proto.GetSubscriberWorkflow() != s.ref.Workflow {
+		err = ErrWorkflowChanged
 	}
 	if err != nil {
 		return nil, fmt.Errorf("deliver subscription %q: %w", s.subscriptionID, err)

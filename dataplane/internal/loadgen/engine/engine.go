@@ -7,10 +7,12 @@
 // of up to 256 records or 512 KiB, 64 writes in flight, 7-day retention.
 //   - Prepare opens the engine in Options.DataDir/<RunID> and creates the topic with its partitions.
 //   - A Publisher calls the driver's Publish directly with one Record per event: the partition PDS picks
-//     (routing.Partition of the routing key), the routing key, event_id, and the event's protobuf encoding
-//     as value (no properties: the embedded driver does not keep them, and PDS builds none for it).
-//   - Each SubscriptionSpec is one broker subscription; each of its streams is one broker consumer of it
-//     (as each PDS stream is), with MaxUnacked = the spec's MaxInFlight (0 means the data plane's 1000),
+//     (routing.Partition of the routing key), the routing key, event_id, target workflows (which the
+//     engine routes by) and the event's protobuf encoding as value (no properties: the embedded driver
+//     does not keep them, and PDS builds none for it).
+//   - Each SubscriptionSpec is one broker subscription with the spec's Workflow, so the engine hands it
+//     only its workflow's and broadcast records; each of its streams is one broker consumer of it (as
+//     each PDS stream is), with MaxUnacked = the spec's MaxInFlight (0 means the data plane's 1000),
 //     receiving up to that many records at a time. The filter decodes each record's value, as PDS's
 //     delivery does, and applies spec.Matches; records it rejects are acknowledged and not reported.
 //     A batch's records are acknowledged together once handled; with a ProcessingDelay, one by one.
@@ -164,6 +166,8 @@ func (p *publisher) Publish(ctx context.Context, events []loadgen.Event) error {
 			Key:       ev.RoutingKey,
 			EventID:   loadgen.EventIDFor(ev.Seq),
 			Value:     value,
+			// Shared with the event, which is read-only; the driver only reads it.
+			TargetWorkflows: ev.TargetWorkflows,
 		}
 	}
 	if err := p.broker.Publish(ctx, p.topic, records); err != nil {
@@ -175,8 +179,8 @@ func (p *publisher) Publish(ctx context.Context, events []loadgen.Event) error {
 func (p *publisher) Close() error { return nil }
 
 // subscriptionRef is the broker subscription of spec number i: one per spec, shared by its streams.
-func subscriptionRef(topic broker.TopicRef, runID string, i int) broker.SubscriptionRef {
-	return broker.SubscriptionRef{TenantID: tenantID, ID: fmt.Sprintf("%s-s%d", runID, i), Topic: topic}
+func subscriptionRef(topic broker.TopicRef, runID string, i int, spec loadgen.SubscriptionSpec) broker.SubscriptionRef {
+	return broker.SubscriptionRef{TenantID: tenantID, ID: fmt.Sprintf("%s-s%d", runID, i), Topic: topic, Workflow: spec.Workflow}
 }
 
 // OpenStream attaches a consumer to the subscription and reads it until Close.
@@ -193,7 +197,7 @@ func (s *System) OpenStream(ctx context.Context, subscription, stream int, deliv
 	if maxInFlight <= 0 {
 		maxInFlight = defaultMaxInFlight
 	}
-	consumer, err := b.Subscribe(ctx, subscriptionRef(topic, topology.RunID, subscription), broker.ConsumerOptions{MaxUnacked: maxInFlight})
+	consumer, err := b.Subscribe(ctx, subscriptionRef(topic, topology.RunID, subscription, spec), broker.ConsumerOptions{MaxUnacked: maxInFlight})
 	if err != nil {
 		return nil, fmt.Errorf("engine: subscribe stream %d of subscription %d: %w", stream, subscription, err)
 	}
