@@ -33,7 +33,10 @@
 #   BENCH_SUSTAINED        scenario sustained's duration (default 10m) at BENCH_SUSTAINED_RATE (default 100000);
 #                          BENCH_SUSTAINED=0 skips it
 #   BENCH_PROFILE_RATE     the rate of scenario route during which the CPU profile is taken (default 100000)
-#   BENCH_SKIP_PULSAR=1, BENCH_SKIP_CENTRIFUGO=1   leave those parts out
+#   BENCH_DRAIN_TIMEOUT    how long a run waits for outstanding deliveries after publishing (default 60s)
+#   BENCH_SKIP_EMBEDDED=1, BENCH_SKIP_ENGINE=1, BENCH_SKIP_CENTRIFUGO=1, BENCH_SKIP_PULSAR=1
+#                          leave those parts out (the embedded data plane, the engine-alone baseline,
+#                          the peer, everything on Pulsar)
 #   BENCH_SCENARIOS        the scenarios to run (default "route streams fanout slow sustained")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,7 +53,7 @@ if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
 	sustained_rate="${BENCH_SUSTAINED_RATE:-2000}"
 	profile_rate="${BENCH_PROFILE_RATE:-5000}"
 	profile_seconds=3
-	drain_timeout=20s
+	drain_timeout="${BENCH_DRAIN_TIMEOUT:-20s}"
 	warmup_duration=5s
 	warmup_rate=1000
 else
@@ -63,7 +66,7 @@ else
 	sustained_rate="${BENCH_SUSTAINED_RATE:-100000}"
 	profile_rate="${BENCH_PROFILE_RATE:-100000}"
 	profile_seconds=20
-	drain_timeout=60s
+	drain_timeout="${BENCH_DRAIN_TIMEOUT:-60s}"
 	warmup_duration=30s
 	warmup_rate=10000
 fi
@@ -326,12 +329,20 @@ start_dataplane() {
 }
 
 # --- 1. the embedded broker ------------------------------------------------------------------------------
-start_dataplane dp-embedded --broker embedded
-warm_up pds-embedded --controlplane-url "$cp_url" --dataplane-url "$dp_url"
-suite pds pds-embedded "$pprof_url" "$results/cpu-dataplane-embedded" --controlplane-url "$cp_url" \
-	--dataplane-url "$dp_url" --pid "dataplane=$(pid_of dp-embedded)" --pid "controlplane=$(pid_of controlplane)"
-stop_named dp-embedded
-suite engine engine-embedded "" "" --engine-data-dir "$tmp/engine"
+if [[ "${BENCH_SKIP_EMBEDDED:-0}" == 1 ]]; then
+	log "BENCH_SKIP_EMBEDDED=1: no data plane on the embedded broker"
+else
+	start_dataplane dp-embedded --broker embedded
+	warm_up pds-embedded --controlplane-url "$cp_url" --dataplane-url "$dp_url"
+	suite pds pds-embedded "$pprof_url" "$results/cpu-dataplane-embedded" --controlplane-url "$cp_url" \
+		--dataplane-url "$dp_url" --pid "dataplane=$(pid_of dp-embedded)" --pid "controlplane=$(pid_of controlplane)"
+	stop_named dp-embedded
+fi
+if [[ "${BENCH_SKIP_ENGINE:-0}" == 1 ]]; then
+	log "BENCH_SKIP_ENGINE=1: no engine-alone baseline"
+else
+	suite engine engine-embedded "" "" --engine-data-dir "$tmp/engine"
+fi
 
 # --- 2. Centrifugo, the peer of scenarios streams and fanout --------------------------------------------
 if [[ "${BENCH_SKIP_CENTRIFUGO:-0}" == 1 ]]; then
