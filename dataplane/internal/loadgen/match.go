@@ -1,10 +1,12 @@
 package loadgen
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // eventIDPrefix marks event ids made by the load tool; the digits after it are the event's Seq.
@@ -43,4 +45,20 @@ func (spec *SubscriptionSpec) Matches(ev *Event) bool {
 		return false
 	}
 	return ev.Priority >= f.MinPriority
+}
+
+// Process spends the subscription's ProcessingDelay on one event, as its subscriber would; false means ctx
+// ended meanwhile.
+func (spec *SubscriptionSpec) Process(ctx context.Context) bool {
+	if spec.ProcessingDelay <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(spec.ProcessingDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

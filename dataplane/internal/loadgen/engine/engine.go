@@ -246,7 +246,7 @@ func (c *consumerStream) run() {
 				seq, _ := loadgen.SeqFromEventID(d.EventID) // matches checked it
 				c.deliver(loadgen.Delivery{Subscription: c.sub, Stream: c.stream, Seq: seq, ReceivedAt: now})
 				if c.spec.ProcessingDelay > 0 {
-					if !c.process() {
+					if !c.spec.Process(c.ctx) {
 						return // closed before acknowledging: the engine redelivers it
 					}
 					c.ack(d.Handle)
@@ -283,18 +283,6 @@ func (c *consumerStream) ack(handles ...broker.AckHandle) {
 	}
 	if err := c.consumer.Ack(c.ctx, handles...); err != nil && c.ctx.Err() == nil {
 		c.log.Warn("engine: ack failed", "subscription", c.sub, "stream", c.stream, "err", err)
-	}
-}
-
-// process spends the spec's ProcessingDelay on one event; false means the stream closed meanwhile.
-func (c *consumerStream) process() bool {
-	t := time.NewTimer(c.spec.ProcessingDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.ctx.Done():
-		return false
 	}
 }
 

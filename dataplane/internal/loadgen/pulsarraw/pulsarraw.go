@@ -245,14 +245,16 @@ func (s *System) OpenStream(_ context.Context, subscription, stream int, deliver
 	if err != nil {
 		return nil, fmt.Errorf("pulsar-raw: subscribe stream %d of %s: %w", stream, names.Subscriptions[subscription], err)
 	}
+	streamCtx, cancel := context.WithCancel(context.Background())
 	st := &consumerStream{
+		ctx:      streamCtx,
+		cancel:   cancel,
 		consumer: consumer,
 		spec:     spec,
 		deliver:  deliver,
 		sub:      subscription,
 		stream:   stream,
 		log:      s.opts.Logger,
-		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
 	go st.run()
@@ -266,7 +268,8 @@ type consumerStream struct {
 	sub, stream int
 	log         *slog.Logger
 
-	done      chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
 	stopped   chan struct{}
 	closeOnce sync.Once
 }
@@ -278,7 +281,7 @@ func (c *consumerStream) run() {
 		var cm pulsar.ConsumerMessage
 		select {
 		case cm = <-messages:
-		case <-c.done:
+		case <-c.ctx.Done():
 			return
 		}
 		now := time.Now()
@@ -288,7 +291,7 @@ func (c *consumerStream) run() {
 			c.log.Warn("pulsar-raw: skipping a message", "err", err)
 		} else if c.spec.Matches(&ev) {
 			c.deliver(loadgen.Delivery{Subscription: c.sub, Stream: c.stream, Seq: ev.Seq, ReceivedAt: now})
-			if !c.process() {
+			if !c.spec.Process(c.ctx) {
 				return // closed before acknowledging: Pulsar redelivers it
 			}
 		}
@@ -298,25 +301,10 @@ func (c *consumerStream) run() {
 	}
 }
 
-// process spends the spec's ProcessingDelay on one event; false means the stream closed meanwhile.
-func (c *consumerStream) process() bool {
-	if c.spec.ProcessingDelay <= 0 {
-		return true
-	}
-	t := time.NewTimer(c.spec.ProcessingDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.done:
-		return false
-	}
-}
-
 // Close stops reading and closes the consumer, which flushes its pending acknowledgements.
 func (c *consumerStream) Close() error {
 	c.closeOnce.Do(func() {
-		close(c.done)
+		c.cancel()
 		<-c.stopped
 		c.consumer.Close()
 	})

@@ -409,7 +409,7 @@ func (c *consumerStream) run() {
 		// A message that is not an event of this run is settled: nobody counts it.
 		if ev, err := pulsarsetup.EventFromProperties(msg.Properties); err == nil && c.spec.Matches(&ev) {
 			c.deliver(loadgen.Delivery{Subscription: c.sub, Stream: c.stream, Seq: ev.Seq, ReceivedAt: now})
-			if !c.process() {
+			if !c.spec.Process(c.ctx) {
 				return // closed before acknowledging: Pulsar redelivers it
 			}
 		}
@@ -417,21 +417,6 @@ func (c *consumerStream) run() {
 		if err := c.conn.Write(c.ctx, websocket.MessageText, ack); err != nil {
 			return
 		}
-	}
-}
-
-// process spends the spec's ProcessingDelay on one event; false means the stream closed meanwhile.
-func (c *consumerStream) process() bool {
-	if c.spec.ProcessingDelay <= 0 {
-		return true
-	}
-	t := time.NewTimer(c.spec.ProcessingDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.ctx.Done():
-		return false
 	}
 }
 
