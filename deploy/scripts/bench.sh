@@ -78,6 +78,9 @@ logs="$results/logs"
 bin="$root/.bin"
 
 log() { echo "bench.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=deploy/scripts/processes.sh
+source "$scripts/processes.sh"
 has_scenario() { [[ "$scenarios" == *" $1 "* ]]; }
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/pds-bench.XXXXXX")"
@@ -89,21 +92,6 @@ pids=()
 pulsar_dir=""
 centrifugo_dir=""
 profile_pid=""
-
-stop_process() {
-	local name="$1" pid="$2"
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 1 150); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		log "$name did not stop within 15s; killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local status=$?
@@ -189,7 +177,6 @@ wait_ready() {
 	done
 }
 
-free_port() { "$scripts/postgres.sh" free-port; }
 
 # load SCENARIO SYSTEM NAME RATES [ARG...]: one pds-load invocation; its table goes to SCENARIO-NAME.txt (and
 # to stderr), its results to results.jsonl, its progress to logs/pds-load.log. A failure is reported, not fatal.

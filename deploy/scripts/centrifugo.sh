@@ -51,6 +51,8 @@ readonly binary="$install_dir/centrifugo"
 
 die() { echo "centrifugo.sh: $*" >&2; exit 1; }
 log() { echo "centrifugo.sh: $*" >&2; }
+# shellcheck source=deploy/scripts/processes.sh
+source "$(dirname "$0")/processes.sh"
 
 # --- binary ---------------------------------------------------------------------------------------------
 
@@ -89,10 +91,6 @@ install() {
 # The instance's state in DIR: config.json (written at each start), api_key, port, centrifugo.pid,
 # centrifugo.log.
 
-abs_dir() {
-	mkdir -p "$1"
-	(cd "$1" && pwd)
-}
 
 pid_of() {
 	local dir="$1" pid
@@ -106,20 +104,7 @@ pid_of() {
 
 is_running() { pid_of "$1" >/dev/null; }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port: below Linux's ephemeral range (32768 and up), where outgoing connections take their ports.
-free_port() {
-	local port
-	for _ in $(seq 1 200); do
-		port=$((10000 + RANDOM % 20000))
-		if ! port_in_use "$port"; then
-			echo "$port"
-			return
-		fi
-	done
-	die "no free port found"
-}
 
 print_lines() {
 	local dir="$1" port pid
@@ -254,12 +239,6 @@ wait_ready() {
 	print_lines "$dir"
 }
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-	local state
-	state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
-	[[ -n "$state" && "$state" != Z ]]
-}
 
 wait_gone() {
 	local pid="$1" deadline=$((SECONDS + $2))

@@ -58,6 +58,8 @@ readonly admin_role=pds-admin
 
 die() { echo "pulsar.sh: $*" >&2; exit 1; }
 log() { echo "pulsar.sh: $*" >&2; }
+# shellcheck source=deploy/scripts/processes.sh
+source "$here/processes.sh"
 
 # --- distribution -------------------------------------------------------------------------------------
 
@@ -144,10 +146,6 @@ java_major() {
 # The instance's state in DIR: standalone.conf (generated at each start), ports.env (the ports and mode it
 # was started with; the ports are reused by the next start), pulsar.pid, data/, logs/, secrets/ (--secure).
 
-abs_dir() {
-	mkdir -p "$1"
-	(cd "$1" && pwd)
-}
 
 pid_of() {
 	local dir="$1" pid
@@ -186,7 +184,6 @@ listening_ports() {
 	if [[ "$secure" == true ]]; then echo "$broker_tls_port" "$web_tls_port"; fi
 }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # write_config DIR: the distribution's standalone.conf with every key of the overrides file and the ports
 # replaced. The stock file does not end in a newline, so keys are filtered out and appended, never
@@ -426,12 +423,6 @@ list_tenants() {
 		curl -fsS -m 5 -K - --cacert "$dir/secrets/ca.pem" "https://127.0.0.1:$web_tls_port/admin/v2/tenants"
 }
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-	local state
-	state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
-	[[ -n "$state" && "$state" != Z ]]
-}
 
 # wait_gone DIR PID SECONDS: true when the process is gone and its ports are closed within SECONDS. A killed
 # JVM loses its command line, and its main thread turns zombie, while other threads still hold the sockets:
@@ -491,19 +482,6 @@ status() {
 	return 3
 }
 
-# free_port: below Linux's ephemeral range (32768 and up), where Pulsar's own bookie and outgoing
-# connections take their ports.
-free_port() {
-	local port
-	for _ in $(seq 1 200); do
-		port=$((10000 + RANDOM % 20000))
-		if ! port_in_use "$port"; then
-			echo "$port"
-			return
-		fi
-	done
-	die "no free port found"
-}
 
 usage="usage: pulsar.sh fetch | start DIR [--broker-port P] [--web-port P] [--bookie-port P] [--no-wait] [--secure [--broker-tls-port P] [--web-tls-port P]] | wait DIR | stop DIR | kill DIR | status DIR | free-port"
 case "${1:-}" in

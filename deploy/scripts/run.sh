@@ -37,6 +37,9 @@ pulsar_dir="$data/pulsar"
 pulsar_started=false
 
 log() { echo "run.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=deploy/scripts/processes.sh
+source deploy/scripts/processes.sh
 
 case "$broker" in
 embedded) ;;
@@ -57,20 +60,6 @@ chmod 755 "$data"
 
 names=()
 pids=()
-stop_process() {
-	local name="$1" pid="$2"
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 1 150); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		log "$name did not stop within 15s; killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
 	local status=$?
 	trap - EXIT
