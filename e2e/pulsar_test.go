@@ -93,6 +93,9 @@ func TestPulsarSubscriptionSurvivesNodeSIGKILL(t *testing.T) {
 	waitFor(t, 60*time.Second, "1000 more publishes after the kill", func() bool { return l.publishedCount() >= killedAt+1000 })
 	pub.stop()
 	l.waitAllDelivered(drainTimeout)
+	if len(l.lost()) > 0 {
+		logPulsarSubscriptionStats(t, adminURL, c.topicIDs[0])
+	}
 	survivor.stop()
 	l.report(t)
 

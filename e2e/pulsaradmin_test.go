@@ -119,6 +119,35 @@ func pulsarPartitions(adminURL, id string) (int, error) {
 	return meta.Partitions, nil
 }
 
+// logPulsarSubscriptionStats logs what Pulsar holds for the subscriptions of PDS topic id, partition by
+// partition (backlog, consumers with their unacknowledged records and draining hashes, records waiting for
+// redelivery): when events went missing, it tells whether Pulsar still holds them and for which consumer.
+func logPulsarSubscriptionStats(t *testing.T, adminURL, id string) {
+	t.Helper()
+	topics, err := findPulsarTopics(adminURL, id)
+	if err != nil {
+		t.Logf("Pulsar stats of PDS topic %s: %v", id, err)
+		return
+	}
+	for _, topic := range topics {
+		var stats struct {
+			Partitions map[string]struct {
+				Subscriptions map[string]json.RawMessage `json:"subscriptions"`
+			} `json:"partitions"`
+		}
+		path := "/admin/v2/persistent/" + strings.TrimPrefix(topic, "persistent://") + "/partitioned-stats?perPartition=true"
+		if err := pulsarAdminCall(http.MethodGet, adminURL, path, &stats); err != nil {
+			t.Logf("Pulsar stats of %s: %v", topic, err)
+			continue
+		}
+		for partition, p := range stats.Partitions {
+			for name, sub := range p.Subscriptions {
+				t.Logf("Pulsar stats of %s, subscription %s: %s", partition, name, sub)
+			}
+		}
+	}
+}
+
 // deletePulsarTopics force-deletes the partitioned topics of PDS topic id, with their subscriptions.
 func deletePulsarTopics(adminURL, id string) error {
 	topics, err := findPulsarTopics(adminURL, id)

@@ -89,36 +89,56 @@ func (b *PulsarBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opts 
 	}
 	b.consumers[c] = struct{}{}
 	b.mu.Unlock()
-	go c.discoverPartitions()
+	go c.maintainPartitions()
 	go c.expireLoop()
 	return c, nil
 }
 
-// ensureSubscription creates the durable subscription if Pulsar does not have it, positioned at the
-// earliest record or at start. An existing subscription keeps its position.
+// ensureSubscription creates the durable subscription on every partition that does not have it,
+// positioned at the earliest record or at start. An existing subscription keeps its position.
+//
+// Each partition's subscription is created right at its start position, found by publish time, rather
+// than created and then reset to the time: a reset disconnects the consumers already attached, and another
+// node attaches as soon as it finds the subscription on every partition. Pulsar 4.0.8 has been seen to
+// stop dispatching a Key_Shared partition for good after such a reset, and pulsar-client-go v0.19.0 can
+// miss the disconnect of a consumer it is just attaching (see checkAttached). A node attaches only once
+// every partition has the subscription, so no consumer creates one at its own initial position.
 func (b *PulsarBroker) ensureSubscription(ctx context.Context, names pulsarNames, name string, start time.Time) error {
 	topic := mustTopicName(names.topic)
-	var exists bool
-	err := b.retryAdmin(ctx, "list subscriptions of "+names.topic, func(ctx context.Context) error {
-		subs, err := b.admin.Subscriptions().ListWithContext(ctx, topic)
-		exists = slices.Contains(subs, name)
+	var stats utils.PartitionedTopicStats
+	err := b.retryAdmin(ctx, "read the subscriptions of "+names.topic, func(ctx context.Context) error {
+		var err error
+		stats, err = b.admin.Topics().GetPartitionedStatsWithContext(ctx, topic, true)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if exists {
-		return nil
+	partitionTopics, err := b.client.TopicPartitions(names.topic)
+	if err != nil {
+		return fmt.Errorf("look up the partitions of %s: %w", names.topic, err)
 	}
-	if err := b.createSubscription(ctx, topic, name, utils.Earliest); err != nil {
-		return err
+	for _, pt := range partitionTopics {
+		if _, ok := stats.Partitions[pt].Subscriptions[name]; ok {
+			continue
+		}
+		partition := mustTopicName(pt)
+		at := utils.Earliest
+		if !start.IsZero() {
+			err := b.retryAdmin(ctx, "find the first record of "+pt+" at or after "+start.UTC().Format(time.RFC3339Nano), func(ctx context.Context) error {
+				var err error
+				at, err = b.admin.Topics().GetMessageIDWithContext(ctx, partition, start.UnixMilli())
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if err := b.createSubscription(ctx, partition, name, at); err != nil {
+			return err
+		}
 	}
-	if start.IsZero() {
-		return nil
-	}
-	return b.retryAdmin(ctx, "reset subscription "+name+" to its start time", func(ctx context.Context) error {
-		return b.admin.Subscriptions().ResetCursorToTimestampWithContext(ctx, topic, name, start.UnixMilli())
-	})
+	return nil
 }
 
 func (b *PulsarBroker) createSubscription(ctx context.Context, topic utils.TopicName, name string, at utils.MessageID) error {
@@ -279,6 +299,10 @@ type partitionConsumer struct {
 	ready     chan struct{} // closed once pc is set or the subscription failed (pc nil)
 	pc        pulsar.Consumer
 	nacksSent *nackSentWatch // the interceptor of pc
+	// received counts the records handed out from pc; suspect counts the checks in a row that found pc
+	// idle and lost or stuck (see checkAttached).
+	received atomic.Int64
+	suspect  int
 }
 
 // nackSentWatch is a consumer interceptor that tells when the client sent the redelivery request of
@@ -392,20 +416,145 @@ func (c *pulsarConsumer) consumerOf(partitionTopic string) *partitionConsumer {
 	}
 }
 
-// discoverPartitions attaches partitions added to the topic, by this or another node.
-func (c *pulsarConsumer) discoverPartitions() {
-	tick := time.NewTicker(c.broker.opts.PartitionsDiscovery)
+// maintainPartitions attaches partitions added to the topic, by this or another node, and replaces the
+// consumers Pulsar dropped without the client noticing (checkAttached).
+func (c *pulsarConsumer) maintainPartitions() {
+	interval := c.broker.opts.PartitionsDiscovery
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	check := attachCheck{interval: interval, next: time.Now().Add(interval)}
 	for {
 		select {
 		case <-c.closedCh:
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			c.checkAttached(now, &check)
 			if err := c.attachPartitions(); err != nil && !errors.Is(err, ErrClosed) {
-				c.broker.log.Warn("attaching new partitions failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
+				c.broker.log.Warn("attaching partitions failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
 			}
 		}
 	}
+}
+
+// attachCheck paces checkAttached: from every PartitionsDiscovery after Subscribe, doubling up to
+// maxAttachCheckInterval while every consumer is found attached, back to the start while one is not.
+type attachCheck struct {
+	interval time.Duration
+	next     time.Time
+	// lastReceived[partition topic] is the received count at the previous check.
+	lastReceived map[string]int64
+}
+
+const maxAttachCheckInterval = time.Minute
+
+// suspectChecksBeforeReplace is how many checks in a row must find a partition's consumer idle and lost or
+// stuck before it is replaced: one may catch it reconnecting, or records about to be dispatched.
+const suspectChecksBeforeReplace = 2
+
+// checkAttached replaces the partition consumers that wait for records Pulsar will not send them:
+//   - lost: Pulsar no longer has the consumer while the client believes it attached. Pulsar closes a
+//     subscription's consumers when its cursor is reset (a Seek); pulsar-client-go v0.19.0 drops a close
+//     notice that arrives before it has registered a consumer it is just subscribing, and that consumer
+//     then waits forever, its partition's records going to nobody in this process.
+//   - stuck: the partition has a backlog while every consumer of the subscription there could take
+//     records and holds none unacknowledged. Pulsar 4.0.8 can leave a Key_Shared partition so after a
+//     consumer holding unacknowledged records disconnects (its records wait in the replay queue and are
+//     never dispatched, apache/pulsar#23845); attaching again makes it read them.
+//
+// Both receive nothing, so only partitions idle since the last check are looked up, in the topic's stats.
+func (c *pulsarConsumer) checkAttached(now time.Time, check *attachCheck) {
+	if now.Before(check.next) {
+		return
+	}
+	c.partMu.Lock()
+	idle := map[string]*partitionConsumer{}
+	received := make(map[string]int64, len(c.partitions))
+	for pt, entry := range c.partitions {
+		select {
+		case <-entry.ready:
+		default:
+			continue // being attached
+		}
+		if entry.pc == nil {
+			continue
+		}
+		received[pt] = entry.received.Load()
+		if prev, seen := check.lastReceived[pt]; seen && prev == received[pt] {
+			idle[pt] = entry
+		}
+	}
+	c.partMu.Unlock()
+	check.lastReceived = received
+	check.next = now.Add(check.interval)
+	if len(idle) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultPulsarAdminRequestsTimeout)
+	defer cancel()
+	stats, err := c.broker.admin.Topics().GetPartitionedStatsWithContext(ctx, mustTopicName(c.topic), true)
+	if err != nil {
+		c.broker.log.Warn("checking that Pulsar still has this node's consumers failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
+		return
+	}
+	suspects := 0
+	for pt, entry := range idle {
+		problem := partitionProblem(stats, pt, c.subscription, entry.pc.Name())
+		if problem == "" {
+			entry.suspect = 0
+			continue
+		}
+		suspects++
+		if entry.suspect++; entry.suspect < suspectChecksBeforeReplace {
+			continue
+		}
+		if c.detachPartition(pt, entry) {
+			c.broker.log.Warn("partition consumer gets no records from Pulsar; attaching it again",
+				"topic", pt, "subscription", c.subscription, "consumer", entry.pc.Name(), "problem", problem)
+		}
+	}
+	if suspects > 0 {
+		check.interval = c.broker.opts.PartitionsDiscovery
+	} else {
+		check.interval = min(2*check.interval, maxAttachCheckInterval)
+	}
+	check.next = now.Add(check.interval)
+}
+
+// partitionProblem says why, by the topic's stats, a partition consumer gets no records: "" when nothing
+// is wrong, "lost" or "stuck" (see checkAttached).
+func partitionProblem(stats utils.PartitionedTopicStats, partitionTopic, subscription, consumer string) string {
+	partition, ok := stats.Partitions[partitionTopic]
+	if !ok {
+		return "" // not in the stats (a partition just added): nothing to conclude
+	}
+	sub := partition.Subscriptions[subscription]
+	listed, allReady := false, true
+	for _, cs := range sub.Consumers {
+		listed = listed || cs.ConsumerName == consumer
+		allReady = allReady && cs.AvailablePermits > 0 && cs.UnAckedMessages == 0
+	}
+	switch {
+	case !listed:
+		return "lost"
+	case sub.MsgBacklog > 0 && allReady:
+		return "stuck"
+	}
+	return ""
+}
+
+// detachPartition closes a partition's consumer and forgets it, so attachPartitions subscribes it again.
+// Its records handed out and not acknowledged are delivered again by Pulsar, which no longer counts them
+// as held; acking them through the closed consumer fails, and the caller is told so.
+func (c *pulsarConsumer) detachPartition(partitionTopic string, entry *partitionConsumer) bool {
+	c.partMu.Lock()
+	if c.partClosed || c.partitions[partitionTopic] != entry {
+		c.partMu.Unlock()
+		return false
+	}
+	delete(c.partitions, partitionTopic)
+	c.partMu.Unlock()
+	entry.pc.Close()
+	return true
 }
 
 func (c *pulsarConsumer) closePartitions() {
@@ -483,18 +632,32 @@ func (c *pulsarConsumer) Receive(ctx context.Context, limit int) ([]Delivery, er
 				break drain
 			}
 		}
-		return c.deliver(msgs)
+		if out, err := c.deliver(msgs); err != nil || len(out) > 0 {
+			return out, err
+		}
 	}
 }
 
 func (c *pulsarConsumer) deliver(msgs []pulsar.ConsumerMessage) ([]Delivery, error) {
-	consumers := make([]*partitionConsumer, len(msgs))
-	for i, m := range msgs {
-		if consumers[i] = c.consumerOf(m.Topic()); consumers[i] == nil {
-			// Closed meanwhile: Pulsar delivers the records again to other consumers.
-			return nil, c.closedErr()
+	consumers := make([]*partitionConsumer, 0, len(msgs))
+	kept := msgs[:0]
+	for _, m := range msgs {
+		entry := c.consumerOf(m.Topic())
+		if entry == nil {
+			select {
+			case <-c.closedCh:
+				// Closed meanwhile: Pulsar delivers the records again to other consumers.
+				return nil, c.closedErr()
+			default:
+				// Its partition's consumer was replaced (checkAttached): Pulsar delivers it again.
+				continue
+			}
 		}
+		entry.received.Add(1)
+		consumers = append(consumers, entry)
+		kept = append(kept, m)
 	}
+	msgs = kept
 	out := make([]Delivery, len(msgs))
 	deadline := time.Now().Add(c.ackDeadline)
 	c.mu.Lock()
@@ -563,17 +726,26 @@ func (c *pulsarConsumer) Ack(_ context.Context, handles ...AckHandle) error {
 		}
 		byConsumer[m.consumer] = append(byConsumer[m.consumer], m.id)
 	}
+	var errs []error
 	for _, pc := range order {
-		if err := pc.AckIDList(byConsumer[pc]); err != nil {
+		ids := byConsumer[pc]
+		if err := pc.AckIDList(ids); err != nil {
 			select {
 			case <-c.closedCh:
 				return c.closedErr()
 			default:
 			}
-			return fmt.Errorf("ack on %s: %w", c.subscription, err)
+			// Pulsar still counts these records as held by this consumer: left so, they would come back
+			// only when it closes, and under Key_Shared their keys would stay blocked for any consumer that
+			// takes them over. Nacking makes Pulsar deliver them again, as the caller is told; a record
+			// whose ack did land is not redelivered by a nack.
+			for _, id := range ids {
+				pc.NackID(id)
+			}
+			errs = append(errs, fmt.Errorf("ack %d records on %s: %w", len(ids), c.subscription, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // dropHeld forgets the records handed out and not yet acknowledged: after a Seek their handles are

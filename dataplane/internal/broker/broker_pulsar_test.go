@@ -772,3 +772,83 @@ func receiveDistinct(t *testing.T, c Consumer, want []string) []string {
 	}
 	return slices.Sorted(maps.Keys(seen))
 }
+
+// A partition consumer that Pulsar no longer has while the client believes it attached (the client can
+// miss Pulsar's close notice when it arrives during the subscribe) is found idle and unlisted in the topic's
+// stats and replaced, so its partition's records flow again. The test stands in for the lost notice by
+// closing that consumer under the driver's feet: Pulsar forgets it, the driver still holds it.
+func TestPulsarReplacesAPartitionConsumerPulsarDropped(t *testing.T) {
+	serviceURL, adminURL := pulsarTestEnv(t)
+	if testing.Short() {
+		t.Skip("runs against a real Pulsar")
+	}
+	t.Parallel()
+	prefix := newPulsarTenantPrefix(t, adminURL)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	b, err := OpenPulsar(ctx, PulsarOptions{ServiceURL: serviceURL, AdminURL: adminURL, TenantPrefix: prefix, PartitionsDiscovery: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("OpenPulsar: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	topic := newTopic(t, b, 2)
+	c := subscribe(t, b, newSubscription(topic), ConsumerOptions{})
+	publish(t, b, topic, makeRecords("before", 4, 2))
+	receiveN(t, c, 4, true)
+
+	pc := c.(*pulsarConsumer)
+	pc.partMu.Lock()
+	var dropped *partitionConsumer
+	var droppedTopic string
+	for pt, entry := range pc.partitions {
+		if partitionOf(pt) == 0 {
+			dropped, droppedTopic = entry, pt
+		}
+	}
+	pc.partMu.Unlock()
+	if dropped == nil {
+		t.Fatal("no consumer of partition 0")
+	}
+	dropped.pc.Close()
+
+	after := makeRecords("after", 6, 2)
+	publish(t, b, topic, after)
+	got := receiveN(t, c, len(after), true)
+	assertSameIDs(t, "records published after partition 0's consumer was dropped", eventIDs(got), sortedIDs(after))
+	pc.partMu.Lock()
+	replacement := pc.partitions[droppedTopic]
+	pc.partMu.Unlock()
+	if replacement == nil || replacement == dropped {
+		t.Errorf("partition 0's consumer was not replaced")
+	}
+}
+
+func TestPulsarPartitionProblem(t *testing.T) {
+	t.Parallel()
+	const pt, sub, me = "persistent://t/n/topic-partition-0", "pds-sub", "me"
+	consumer := func(name string, permits, unacked int) utils.ConsumerStats {
+		return utils.ConsumerStats{ConsumerName: name, AvailablePermits: permits, UnAckedMessages: unacked}
+	}
+	statsWith := func(backlog int64, consumers ...utils.ConsumerStats) utils.PartitionedTopicStats {
+		return utils.PartitionedTopicStats{Partitions: map[string]utils.TopicStats{
+			pt: {Subscriptions: map[string]utils.SubscriptionStats{sub: {MsgBacklog: backlog, Consumers: consumers}}},
+		}}
+	}
+	cases := []struct {
+		name  string
+		stats utils.PartitionedTopicStats
+		want  string
+	}{
+		{"attached, nothing to read", statsWith(0, consumer(me, 100, 0)), ""},
+		{"not listed", statsWith(0, consumer("other", 100, 0)), "lost"},
+		{"backlog nobody takes", statsWith(40, consumer(me, 100, 0), consumer("other", 50, 0)), "stuck"},
+		{"backlog behind a consumer holding records", statsWith(40, consumer(me, 100, 0), consumer("other", 50, 3)), ""},
+		{"backlog behind a consumer with no permits", statsWith(40, consumer(me, 100, 0), consumer("other", 0, 0)), ""},
+		{"partition not in the stats yet", utils.PartitionedTopicStats{}, ""},
+	}
+	for _, tc := range cases {
+		if got := partitionProblem(tc.stats, pt, sub, me); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
