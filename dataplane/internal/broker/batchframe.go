@@ -8,21 +8,27 @@ import (
 
 // A batch frame is the body of one engine message holding records of one topic, in publish order:
 //
-//	version byte (2) | record count uint32 big-endian | records
-//	record = flags byte | uvarint partition | uvarint len(key) | key | uvarint len(event id) | event id |
-//	         uvarint len(value) | value
+//	version byte (3) | record count uint32 big-endian | records
+//	record = uvarint partition | uvarint len(workflows) | (uvarint len(workflow) | workflow)* |
+//	         uvarint len(key) | key | uvarint len(event id) | event id | uvarint len(value) | value
 //
-// Flag recordCopy marks a record that is also stored under another workflow's subject (it targets several
-// workflows, see EmbeddedBroker.Publish): a consumer that reads every subject skips it and takes the
-// primary copy. Version 1 frames, written before records were routed by workflow, have no flags byte;
-// they are still read.
+// The workflows are the record's target workflows; none means every subscription's. Every record of a
+// topic goes into one frame per write, whatever it targets, so a write costs one fsync however many
+// workflows its records target; a consumer reads the workflows to leave out other workflows' records
+// without decoding anything else (recordSelector).
+//
+// Frames written by earlier versions are still read: version 1 has no workflows; version 2 has a flags
+// byte (recordCopy) before each record and no workflows, its records having been stored once per target
+// workflow under a subject of that workflow's.
 const (
 	batchFrameVersion1   = 1
-	batchFrameVersion    = 2
+	batchFrameVersion2   = 2
+	batchFrameVersion    = 3
 	batchFrameHeaderSize = 5
 )
 
-// recordFlags of a version 2 frame.
+// recordCopy, a version 2 record flag, marks a record also stored under another workflow's subject: a
+// consumer that reads every subject skips it and takes the primary copy.
 const recordCopy byte = 1
 
 var errBadBatchFrame = errors.New("malformed batch frame")
@@ -36,13 +42,21 @@ func newBatchFrame(capacity int) []byte {
 }
 
 func encodedRecordSize(r *Record) int {
-	return 1 + uvarintLen(r.Partition) + uvarintLen(len(r.Key)) + len(r.Key) + uvarintLen(len(r.EventID)) + len(r.EventID) +
-		uvarintLen(len(r.Value)) + len(r.Value)
+	size := uvarintLen(r.Partition) + uvarintLen(len(r.TargetWorkflows)) + uvarintLen(len(r.Key)) + len(r.Key) +
+		uvarintLen(len(r.EventID)) + len(r.EventID) + uvarintLen(len(r.Value)) + len(r.Value)
+	for _, w := range r.TargetWorkflows {
+		size += uvarintLen(len(w)) + len(w)
+	}
+	return size
 }
 
-func appendRecord(buf []byte, r *Record, flags byte) []byte {
-	buf = append(buf, flags)
+func appendRecord(buf []byte, r *Record) []byte {
 	buf = binary.AppendUvarint(buf, uint64(r.Partition))
+	buf = binary.AppendUvarint(buf, uint64(len(r.TargetWorkflows)))
+	for _, w := range r.TargetWorkflows {
+		buf = binary.AppendUvarint(buf, uint64(len(w)))
+		buf = append(buf, w...)
+	}
 	buf = binary.AppendUvarint(buf, uint64(len(r.Key)))
 	buf = append(buf, r.Key...)
 	buf = binary.AppendUvarint(buf, uint64(len(r.EventID)))
@@ -55,55 +69,123 @@ func sealBatchFrame(buf []byte, count int) {
 	binary.BigEndian.PutUint32(buf[1:batchFrameHeaderSize], uint32(count))
 }
 
-// decodeBatchFrame splits a frame into its records; copies[i] reports flag recordCopy of record i (copies
-// is nil when no record has it). Values alias data.
-func decodeBatchFrame(data []byte) (records []Record, copies []bool, err error) {
-	if len(data) < batchFrameHeaderSize || (data[0] != batchFrameVersion && data[0] != batchFrameVersion1) {
-		return nil, nil, fmt.Errorf("%w: bad header", errBadBatchFrame)
+// recordSelector chooses the records of a frame a consumer takes.
+type recordSelector struct {
+	// workflow, when set, takes only records that target it or no workflow at all.
+	workflow string
+	// skipCopies leaves out version 2 records flagged recordCopy.
+	skipCopies bool
+}
+
+func (s recordSelector) selectsAll() bool { return s.workflow == "" && !s.skipCopies }
+
+// decodedFrame holds the selected records of a frame. Values alias the frame.
+type decodedFrame struct {
+	records []Record
+	// indexes[i] is the position of records[i] in the frame; nil when every record was selected.
+	indexes []int32
+	// total counts the frame's records, selected or not.
+	total int
+}
+
+// frameIndex returns the position in the frame of records[i].
+func (d *decodedFrame) frameIndex(i int) int {
+	if d.indexes == nil {
+		return i
 	}
-	hasFlags := data[0] == batchFrameVersion
+	return int(d.indexes[i])
+}
+
+// decodeBatchFrame checks a whole frame and returns the records sel selects. A record left out costs a
+// walk over its length prefixes: no allocation, no copy.
+func decodeBatchFrame(data []byte, sel recordSelector) (decodedFrame, error) {
+	if len(data) < batchFrameHeaderSize {
+		return decodedFrame{}, fmt.Errorf("%w: bad header", errBadBatchFrame)
+	}
+	version := data[0]
+	if version != batchFrameVersion && version != batchFrameVersion2 && version != batchFrameVersion1 {
+		return decodedFrame{}, fmt.Errorf("%w: unknown version %d", errBadBatchFrame, version)
+	}
 	count := int(binary.BigEndian.Uint32(data[1:batchFrameHeaderSize]))
 	rest := data[batchFrameHeaderSize:]
 	// Each record takes at least 4 bytes, which bounds a corrupt count before allocating.
 	if count > len(rest)/4+1 {
-		return nil, nil, fmt.Errorf("%w: count %d exceeds frame size %d", errBadBatchFrame, count, len(data))
+		return decodedFrame{}, fmt.Errorf("%w: count %d exceeds frame size %d", errBadBatchFrame, count, len(data))
 	}
-	records = make([]Record, count)
-	for i := range records {
-		if hasFlags {
+	out := decodedFrame{total: count}
+	if sel.selectsAll() {
+		out.records = make([]Record, 0, count)
+	} else {
+		out.indexes = make([]int32, 0, count)
+	}
+	for i := range count {
+		selected := true
+		if version == batchFrameVersion2 {
 			if len(rest) == 0 {
-				return nil, nil, fmt.Errorf("%w: record %d flags", errBadBatchFrame, i)
+				return decodedFrame{}, fmt.Errorf("%w: record %d flags", errBadBatchFrame, i)
 			}
-			if rest[0]&recordCopy != 0 {
-				if copies == nil {
-					copies = make([]bool, count)
-				}
-				copies[i] = true
-			}
+			selected = !(sel.skipCopies && rest[0]&recordCopy != 0)
 			rest = rest[1:]
 		}
-		var key, eventID, value []byte
 		partition, used := binary.Uvarint(rest)
 		if used <= 0 || partition > 1<<31 {
-			return nil, nil, fmt.Errorf("%w: record %d partition", errBadBatchFrame, i)
+			return decodedFrame{}, fmt.Errorf("%w: record %d partition", errBadBatchFrame, i)
 		}
 		rest = rest[used:]
+		if version == batchFrameVersion {
+			var ok bool
+			if rest, ok = skipWorkflows(rest, sel.workflow, &selected); !ok {
+				return decodedFrame{}, fmt.Errorf("%w: record %d workflows", errBadBatchFrame, i)
+			}
+		}
+		var key, eventID, value []byte
 		var ok bool
 		if key, rest, ok = readChunk(rest); !ok {
-			return nil, nil, fmt.Errorf("%w: record %d key", errBadBatchFrame, i)
+			return decodedFrame{}, fmt.Errorf("%w: record %d key", errBadBatchFrame, i)
 		}
 		if eventID, rest, ok = readChunk(rest); !ok {
-			return nil, nil, fmt.Errorf("%w: record %d event id", errBadBatchFrame, i)
+			return decodedFrame{}, fmt.Errorf("%w: record %d event id", errBadBatchFrame, i)
 		}
 		if value, rest, ok = readChunk(rest); !ok {
-			return nil, nil, fmt.Errorf("%w: record %d value", errBadBatchFrame, i)
+			return decodedFrame{}, fmt.Errorf("%w: record %d value", errBadBatchFrame, i)
 		}
-		records[i] = Record{Partition: int(partition), Key: string(key), EventID: string(eventID), Value: value}
+		if !selected {
+			continue
+		}
+		out.records = append(out.records, Record{Partition: int(partition), Key: string(key), EventID: string(eventID), Value: value})
+		if out.indexes != nil {
+			out.indexes = append(out.indexes, int32(i))
+		}
 	}
 	if len(rest) != 0 {
-		return nil, nil, fmt.Errorf("%w: %d trailing bytes", errBadBatchFrame, len(rest))
+		return decodedFrame{}, fmt.Errorf("%w: %d trailing bytes", errBadBatchFrame, len(rest))
 	}
-	return records, copies, nil
+	if len(out.records) == count {
+		out.indexes = nil
+	}
+	return out, nil
+}
+
+// skipWorkflows reads a record's target workflows. When workflow is set and the record targets some
+// workflows but not that one, it clears *selected.
+func skipWorkflows(b []byte, workflow string, selected *bool) (rest []byte, ok bool) {
+	n, used := binary.Uvarint(b)
+	if used <= 0 || n > uint64(len(b)-used) {
+		return nil, false
+	}
+	rest = b[used:]
+	targetsWorkflow := false
+	for range n {
+		var name []byte
+		if name, rest, ok = readChunk(rest); !ok {
+			return nil, false
+		}
+		targetsWorkflow = targetsWorkflow || string(name) == workflow
+	}
+	if workflow != "" && n > 0 && !targetsWorkflow {
+		*selected = false
+	}
+	return rest, true
 }
 
 func readChunk(b []byte) (chunk, rest []byte, ok bool) {

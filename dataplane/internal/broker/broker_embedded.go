@@ -95,12 +95,10 @@ func (o *EmbeddedOptions) withDefaults() EmbeddedOptions {
 }
 
 // EmbeddedBroker runs a NATS server with JetStream inside the process, reached through in-process
-// connections (no network listener), and stores every topic as one JetStream stream. It routes by
-// workflow (see Broker): a record is stored under a subject per target workflow, or the broadcast subject
-// (see engineNames), and a subscription's consumer reads only the broadcast subject and its workflow's.
-// Publish coalesces records of one subject, across concurrent calls, into one JetStream message (see
-// batchframe.go, topicWriter and topicBatcher); consumers split those messages back into records and
-// acknowledge a message once every record in it is acknowledged.
+// connections (no network listener), and stores every topic as one JetStream stream. Publish coalesces
+// records of one topic, across concurrent calls, into one JetStream message (see batchframe.go and
+// topicBatcher); consumers split those messages back into the records for their subscription's workflow
+// (see Broker) and acknowledge a message once every record in it they took is acknowledged.
 type EmbeddedBroker struct {
 	opts   EmbeddedOptions
 	log    *slog.Logger
@@ -118,8 +116,7 @@ type EmbeddedBroker struct {
 	writeSlots chan struct{}
 
 	mu        sync.Mutex
-	batchers  map[string]*topicBatcher // by subject
-	writers   map[string]*topicWriter  // by stream
+	writers   map[string]*topicBatcher // by stream
 	acks      map[string]*ackRegistry  // by stream/consumer
 	consumers map[*embeddedConsumer]struct{}
 	reapers   map[chan struct{}]struct{}    // closed consumers still releasing late messages
@@ -165,8 +162,7 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		server:     srv,
 		closed:     make(chan struct{}),
 		writeSlots: make(chan struct{}, o.InFlightWrites),
-		batchers:   map[string]*topicBatcher{},
-		writers:    map[string]*topicWriter{},
+		writers:    map[string]*topicBatcher{},
 		acks:       map[string]*ackRegistry{},
 		consumers:  map[*embeddedConsumer]struct{}{},
 		reapers:    map[chan struct{}]struct{}{},
@@ -392,17 +388,19 @@ func topicNames(ref TopicRef) engineNames {
 	}
 }
 
-// Subjects of a topic's stream. Partitions travel inside the batches; the subject routes by workflow:
+// Subjects of a topic's stream. Partitions and target workflows travel inside the batches:
 //
-//	<prefix>.all          records with no target workflows, read by every consumer
-//	<prefix>.w.<token>    records targeting the workflow whose engineToken is token
+//	<prefix>.all          every record, in frames of version 3; before that version, the records with no
+//	                      target workflows
+//	<prefix>.w.<token>    before frame version 3, the records targeting the workflow whose engineToken is
+//	                      token, one copy per target workflow; still read
 //	<prefix>.records      every record, as written before records were routed by workflow; still read
 //
-// Workflow subjects sit one token deeper than the others, so no workflow name can take the broadcast
-// subject, and "<prefix>.*" matches the broadcast and legacy subjects together. engineToken keeps distinct
-// names distinct except where a name is crafted to equal another's hashed token; such workflows share a
-// subject, which only costs their consumers records they skip.
-func (n engineNames) broadcastSubject() string {
+// Workflow subjects sit one token deeper than the others, so no workflow name can take the topic subject,
+// and "<prefix>.*" matches the topic and legacy subjects together. engineToken keeps distinct names
+// distinct except where a name is crafted to equal another's hashed token; such workflows share a subject,
+// which only costs their consumers records they skip.
+func (n engineNames) topicSubject() string {
 	return n.subjectPrefix + ".all"
 }
 
@@ -418,8 +416,9 @@ func (n engineNames) streamSubjects() []string {
 	return []string{n.subjectPrefix + ".*", n.subjectPrefix + ".w.*"}
 }
 
-// consumerFilter is what the consumer of a subscription with the given workflow reads: the broadcast and
-// legacy subjects and its workflow's subject; nil (every subject) for an empty workflow.
+// consumerFilter is what the consumer of a subscription with the given workflow reads: the topic and
+// legacy subjects and its workflow's subject; nil (every subject) for an empty workflow. Records of the
+// topic subject for other workflows reach the consumer, which skips them (recordSelector).
 func (n engineNames) consumerFilter(workflow string) []string {
 	if workflow == "" {
 		return nil

@@ -74,6 +74,7 @@ func (b *EmbeddedBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opt
 		batches:       map[uint64]*fetchedBatch{},
 		outstanding:   map[string]heldRecord{},
 		recordsPerMsg: 1,
+		workflow:      sub.Workflow,
 		routedPrefix:  names.subjectPrefix + ".w.",
 	}
 	if sub.Workflow != "" {
@@ -185,14 +186,14 @@ type ackState struct {
 	remaining int
 }
 
-// unacked lists the record indexes of message seq (holding n records) not yet acknowledged.
-func (r *ackRegistry) unacked(seq uint64, n int) []int {
+// unacked lists the positions in frame.records of the records of message seq not yet acknowledged.
+func (r *ackRegistry) unacked(seq uint64, frame *decodedFrame) []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]int, 0, n)
+	out := make([]int, 0, len(frame.records))
 	st := r.batches[seq]
-	for i := range n {
-		if st == nil || i >= len(st.acked) || !st.acked[i] {
+	for i := range frame.records {
+		if index := frame.frameIndex(i); st == nil || index >= len(st.acked) || !st.acked[index] {
 			out = append(out, i)
 		}
 	}
@@ -206,13 +207,14 @@ func (r *ackRegistry) isAcked(seq uint64, index int) bool {
 	return st != nil && index < len(st.acked) && st.acked[index]
 }
 
-// markAcked records the ack and reports whether every record of the message is now acknowledged.
-func (r *ackRegistry) markAcked(seq uint64, index, n int) bool {
+// markAcked records the ack of the record at index of message seq and reports whether every record the
+// consumer takes from the message (selected of its total) is now acknowledged.
+func (r *ackRegistry) markAcked(seq uint64, index int, counts frameCounts) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.batches[seq]
 	if st == nil {
-		st = &ackState{acked: make([]bool, n), remaining: n}
+		st = &ackState{acked: make([]bool, counts.total), remaining: counts.selected}
 		r.batches[seq] = st
 	}
 	if index < len(st.acked) && !st.acked[index] {
@@ -234,7 +236,7 @@ type fetchedBatch struct {
 	seq         uint64
 	attempt     int
 	publishTime time.Time
-	records     []Record
+	frame       decodedFrame
 	// extendedAt is when the engine's ack timer for this delivery last (re)started.
 	extendedAt time.Time
 	// released: acked, Nak'd or replaced by a newer delivery; its buffered records are dropped.
@@ -243,8 +245,17 @@ type fetchedBatch struct {
 
 // heldRecord is a record handed out by Receive and not yet acked or nacked.
 type heldRecord struct {
-	messageRecords int // records in its engine message
-	since          time.Time
+	counts frameCounts // of its engine message
+	since  time.Time
+}
+
+// frameCounts are the records of an engine message and how many of them the consumer takes.
+type frameCounts struct {
+	total, selected int
+}
+
+func (d *decodedFrame) counts() frameCounts {
+	return frameCounts{total: d.total, selected: len(d.records)}
 }
 
 // pullRequest is the consumer's open request for messages at the engine.
@@ -257,7 +268,7 @@ type pullRequest struct {
 
 type bufferedRecord struct {
 	batch *fetchedBatch
-	index int
+	index int // in batch.frame.records
 }
 
 // embeddedConsumer pulls batches with its own pull requests (one open at a time) and hands their records
@@ -287,25 +298,28 @@ type embeddedConsumer struct {
 	buffer        []bufferedRecord
 	batches       map[uint64]*fetchedBatch // newest delivery held, by stream sequence
 	outstanding   map[string]heldRecord    // handed out, not acked or nacked, by token
-	recordsPerMsg float64                  // moving average, to size pull requests
+	recordsPerMsg float64                  // moving average of records taken, to size pull requests
+	// workflow is the subscription's: the consumer takes the records targeting it or no workflow.
+	workflow string
 	// routedPrefix starts every workflow subject of the topic; ownSubject is the consumer's workflow's, empty
-	// when its Workflow is. See skipsFrom.
+	// when its Workflow is. See selectorFor.
 	routedPrefix string
 	ownSubject   string
 }
 
-// skipsFrom says which records of a message stored under subject the consumer leaves out, whatever filter
-// its engine consumer has (a Seek by a caller that did not name the workflow widens it to every subject):
-// with a Workflow, everything under another workflow's subject (records for it are also under its own);
-// without one, the copies of records stored for several workflows, so it reads each record once.
-func (c *embeddedConsumer) skipsFrom(subject string) (all, copies bool) {
+// selectorFor says which records of a message stored under subject the consumer takes, whatever filter its
+// engine consumer has (a Seek by a caller that did not name the workflow widens it to every subject). The
+// topic subject holds every workflow's records: it takes those for its workflow. A workflow subject (frame
+// version 2) holds copies of one workflow's records: with a Workflow it skips other workflows' subjects,
+// whose records for it are also under its own; without one, it skips the copies, to read each record once.
+func (c *embeddedConsumer) selectorFor(subject string) (sel recordSelector, skipAll bool) {
 	if !strings.HasPrefix(subject, c.routedPrefix) {
-		return false, false
+		return recordSelector{workflow: c.workflow}, false
 	}
 	if c.ownSubject == "" {
-		return false, true
+		return recordSelector{skipCopies: true}, false
 	}
-	return subject != c.ownSubject, false
+	return recordSelector{}, subject != c.ownSubject
 }
 
 var _ Consumer = (*embeddedConsumer)(nil)
@@ -465,13 +479,13 @@ func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
 		c.broker.log.Error("embedded broker: delivery without metadata", "subject", m.Subject, "err", err)
 		return
 	}
-	skipAll, skipCopies := c.skipsFrom(m.Subject)
+	sel, skipAll := c.selectorFor(m.Subject)
 	if skipAll {
 		c.reply(m, ackAck)
 		c.acks.forget(meta.Sequence.Stream)
 		return
 	}
-	records, copies, err := decodeBatchFrame(m.Data)
+	frame, err := decodeBatchFrame(m.Data, sel)
 	if err != nil {
 		// Redelivering it would fail the same way forever.
 		c.broker.log.Error("embedded broker: dropping undecodable batch", "stream_seq", meta.Sequence.Stream, "err", err)
@@ -479,20 +493,9 @@ func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
-	c.recordsPerMsg = 0.9*c.recordsPerMsg + 0.1*float64(len(records))
-	pending := c.acks.unacked(seq, len(records))
-	if skipCopies && copies != nil {
-		// A skipped copy counts as acknowledged, so the message is acked once its other records are.
-		kept := pending[:0]
-		for _, i := range pending {
-			if copies[i] {
-				c.acks.markAcked(seq, i, len(records))
-			} else {
-				kept = append(kept, i)
-			}
-		}
-		pending = kept
-	}
+	// Counted as at least one per message, so a pull asks for no more messages than it has room for records.
+	c.recordsPerMsg = 0.9*c.recordsPerMsg + 0.1*float64(max(len(frame.records), 1))
+	pending := c.acks.unacked(seq, &frame)
 	if len(pending) == 0 {
 		c.reply(m, ackAck)
 		c.acks.forget(seq)
@@ -506,7 +509,7 @@ func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
 		seq:         seq,
 		attempt:     int(meta.NumDelivered),
 		publishTime: meta.Timestamp.UTC(),
-		records:     records,
+		frame:       frame,
 		extendedAt:  time.Now(),
 	}
 	c.batches[seq] = fb
@@ -523,10 +526,11 @@ func (c *embeddedConsumer) handOutLocked(limit int) []Delivery {
 		br := c.buffer[used]
 		used++
 		fb := br.batch
-		if fb.released || c.acks.isAcked(fb.seq, br.index) {
+		index := fb.frame.frameIndex(br.index)
+		if fb.released || c.acks.isAcked(fb.seq, index) {
 			continue
 		}
-		token := ackToken(fb.seq, br.index)
+		token := ackToken(fb.seq, index)
 		if held, ok := c.outstanding[token]; ok && now.Sub(held.since) < c.ackDeadline {
 			// The message came back for another of its records (Nack): the subscriber still holds
 			// this one within its deadline, so it is not a redelivery yet.
@@ -537,9 +541,9 @@ func (c *embeddedConsumer) handOutLocked(limit int) []Delivery {
 			c.reply(fb.msg, ackInProgress)
 			fb.extendedAt = now
 		}
-		c.outstanding[token] = heldRecord{messageRecords: len(fb.records), since: now}
+		c.outstanding[token] = heldRecord{counts: fb.frame.counts(), since: now}
 		out = append(out, Delivery{
-			Record:      fb.records[br.index],
+			Record:      fb.frame.records[br.index],
 			Handle:      AckHandle{Token: token},
 			Attempt:     fb.attempt,
 			PublishTime: fb.publishTime,
@@ -569,7 +573,7 @@ func (c *embeddedConsumer) Ack(_ context.Context, handles ...AckHandle) error {
 			continue
 		}
 		delete(c.outstanding, h.Token)
-		allAcked := c.acks.markAcked(seq, index, held.messageRecords)
+		allAcked := c.acks.markAcked(seq, index, held.counts)
 		fb, holding := c.batches[seq]
 		if !holding {
 			// Nak'd: the redelivery skips this record, or is acked at once when it finds all of them acked.

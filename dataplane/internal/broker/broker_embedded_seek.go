@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -60,12 +61,33 @@ func (b *EmbeddedBroker) Seek(ctx context.Context, sub SubscriptionRef, pos Seek
 	if err := b.js.DeleteConsumer(ctx, names.stream, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("seek subscription %s: delete consumer: %w", sub.ID, err)
 	}
-	if _, err := b.js.CreateConsumer(ctx, names.stream, cfg); err != nil {
+	if err := b.createConsumerAfterDelete(ctx, names.stream, cfg); err != nil {
 		return fmt.Errorf("seek subscription %s: create consumer at the new position: %w", sub.ID, err)
 	}
 	// Partial acknowledgements name stream sequences the new consumer delivers afresh.
 	b.ackRegistry(key).reset()
 	return nil
+}
+
+// createConsumerAfterDelete creates a consumer whose namesake was just deleted. The engine removes the old
+// consumer's files after it answers the delete, so the new consumer's first state write can fail (an
+// internal error, "rename …/o.dat.tmp: no such file or directory"); a retry finds the directory settled.
+func (b *EmbeddedBroker) createConsumerAfterDelete(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) error {
+	const attempts = 5
+	for attempt := 1; ; attempt++ {
+		_, err := b.js.CreateConsumer(ctx, stream, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == attempts || !errors.As(err, &apiErr) || apiErr.Code != 500 {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-b.closed:
+			return ErrClosed
+		}
+	}
 }
 
 // beginConsumerChange waits until no other Seek or Subscribe changes the engine consumer of the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -62,75 +63,133 @@ func TestEmbeddedConformance(t *testing.T) {
 
 func TestBatchFrameRoundTrip(t *testing.T) {
 	t.Parallel()
+	records := []Record{
+		{Partition: 3, Key: "pf-1.state.update", EventID: "broadcast", Value: []byte(`{"a":1}`)},
+		{Partition: 0, Key: "", EventID: "for-a", Value: nil, TargetWorkflows: []string{"wf-a"}},
+		{Partition: 1000, Key: strings.Repeat("k", 300), EventID: "for-a-and-b", Value: make([]byte, 70000), TargetWorkflows: []string{"wf-b", "wf-a"}},
+		{Partition: 2, Key: "k", EventID: "for-b", Value: []byte("v"), TargetWorkflows: []string{"wf-b"}},
+		{},
+	}
 	cases := []struct {
 		name    string
 		records []Record
-		copies  []bool
-		v1      bool
+		sel     recordSelector
+		want    []int // positions in records (and so in the frame) of the selected records
 	}{
-		{"no records", nil, nil, false},
-		{"one empty record", []Record{{}}, nil, false},
-		{"several records", []Record{
-			{Partition: 3, Key: "pf-1.state.update", EventID: "0192-1", Value: []byte(`{"a":1}`)},
-			{Partition: 0, Key: "", EventID: "x", Value: nil},
-			{Partition: 1000, Key: strings.Repeat("k", 300), EventID: "big", Value: make([]byte, 70000)},
-		}, nil, false},
-		{"copies of records stored for several workflows", []Record{
-			{Partition: 1, Key: "k", EventID: "primary", Value: []byte("v")},
-			{Partition: 2, Key: "k", EventID: "copy", Value: []byte("w")},
-		}, []bool{false, true}, false},
-		{"version 1 frame written before routing", []Record{
-			{Partition: 3, Key: "pf-1.state.update", EventID: "old-1", Value: []byte(`{"a":1}`)},
-			{Partition: 0, Key: "", EventID: "old-2", Value: nil},
-		}, nil, true},
+		{"no records", nil, recordSelector{}, nil},
+		{"every record", records, recordSelector{}, []int{0, 1, 2, 3, 4}},
+		{"records for wf-a", records, recordSelector{workflow: "wf-a"}, []int{0, 1, 2, 4}},
+		{"records for wf-b", records, recordSelector{workflow: "wf-b"}, []int{0, 2, 3, 4}},
+		{"records for a workflow nobody targets", records, recordSelector{workflow: "wf-c"}, []int{0, 4}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var frame []byte
-			if tc.v1 {
-				frame = legacyBatchFrame(tc.records)
-			} else {
-				frame = newBatchFrame(0)
-				for i := range tc.records {
-					var flags byte
-					if tc.copies != nil && tc.copies[i] {
-						flags = recordCopy
-					}
-					frame = appendRecord(frame, &tc.records[i], flags)
-				}
-				sealBatchFrame(frame, len(tc.records))
+			frame := newBatchFrame(0)
+			for i := range tc.records {
+				frame = appendRecord(frame, &tc.records[i])
 			}
-			got, copies, err := decodeBatchFrame(frame)
+			sealBatchFrame(frame, len(tc.records))
+			if size := batchFrameHeaderSize + sumEncodedSizes(tc.records); size != len(frame) {
+				t.Errorf("encodedRecordSize sums to %d, frame has %d bytes", size, len(frame))
+			}
+			got, err := decodeBatchFrame(frame, tc.sel)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
-			if len(got) != len(tc.records) {
-				t.Fatalf("decoded %d records, want %d", len(got), len(tc.records))
-			}
-			for i, r := range got {
-				w := tc.records[i]
-				if r.Partition != w.Partition || r.Key != w.Key || r.EventID != w.EventID || string(r.Value) != string(w.Value) {
-					t.Errorf("record %d changed in the round trip", i)
-				}
-				wantCopy := tc.copies != nil && tc.copies[i]
-				if gotCopy := copies != nil && copies[i]; gotCopy != wantCopy {
-					t.Errorf("record %d: copy flag %v, want %v", i, gotCopy, wantCopy)
-				}
-			}
-			if _, _, err := decodeBatchFrame(frame[:len(frame)-1]); len(tc.records) > 0 && err == nil {
+			assertSelected(t, got, tc.records, tc.want)
+			if _, err := decodeBatchFrame(frame[:len(frame)-1], tc.sel); len(tc.records) > 0 && err == nil {
 				t.Error("a truncated frame decoded without error")
 			}
 		})
 	}
 }
 
-// legacyBatchFrame encodes records as a version 1 frame, the format stored before records were routed by
+// Frames written by earlier versions of the driver decode as they did.
+func TestBatchFrameReadsEarlierVersions(t *testing.T) {
+	t.Parallel()
+	records := []Record{
+		{Partition: 3, Key: "pf-1.state.update", EventID: "old-1", Value: []byte(`{"a":1}`)},
+		{Partition: 0, Key: "", EventID: "old-2", Value: nil},
+		{Partition: 7, Key: "k", EventID: "old-3", Value: []byte("v")},
+	}
+	copies := []bool{false, true, false}
+	cases := []struct {
+		name  string
+		frame []byte
+		sel   recordSelector
+		want  []int
+	}{
+		{"version 1", version1Frame(records), recordSelector{workflow: "wf-a", skipCopies: true}, []int{0, 1, 2}},
+		{"version 2 with its copies", version2Frame(records, copies), recordSelector{}, []int{0, 1, 2}},
+		{"version 2 without its copies", version2Frame(records, copies), recordSelector{skipCopies: true}, []int{0, 2}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := decodeBatchFrame(tc.frame, tc.sel)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			assertSelected(t, got, records, tc.want)
+			if _, err := decodeBatchFrame(tc.frame[:len(tc.frame)-1], tc.sel); err == nil {
+				t.Error("a truncated frame decoded without error")
+			}
+		})
+	}
+}
+
+func sumEncodedSizes(records []Record) int {
+	size := 0
+	for i := range records {
+		size += encodedRecordSize(&records[i])
+	}
+	return size
+}
+
+// assertSelected checks that frame holds records[want[0]], records[want[1]], … with their frame positions.
+func assertSelected(t *testing.T, frame decodedFrame, records []Record, want []int) {
+	t.Helper()
+	if frame.total != len(records) {
+		t.Errorf("frame counts %d records, want %d", frame.total, len(records))
+	}
+	if len(frame.records) != len(want) {
+		t.Fatalf("selected %d records, want %d", len(frame.records), len(want))
+	}
+	for i, r := range frame.records {
+		if frame.frameIndex(i) != want[i] {
+			t.Errorf("selected record %d sits at frame position %d, want %d", i, frame.frameIndex(i), want[i])
+		}
+		w := records[want[i]]
+		if r.Partition != w.Partition || r.Key != w.Key || r.EventID != w.EventID || string(r.Value) != string(w.Value) {
+			t.Errorf("record %d changed in the round trip", want[i])
+		}
+	}
+}
+
+// version1Frame encodes records as a version 1 frame, the format stored before records were routed by
 // workflow.
-func legacyBatchFrame(records []Record) []byte {
+func version1Frame(records []Record) []byte {
+	return olderFrame(batchFrameVersion1, records, nil)
+}
+
+// version2Frame encodes records as a version 2 frame, stored when each target workflow had a subject of its
+// own; copies[i] flags record i as a copy (nil: none is).
+func version2Frame(records []Record, copies []bool) []byte {
+	return olderFrame(batchFrameVersion2, records, copies)
+}
+
+func olderFrame(version byte, records []Record, copies []bool) []byte {
 	frame := make([]byte, batchFrameHeaderSize)
-	frame[0] = batchFrameVersion1
-	for _, r := range records {
+	frame[0] = version
+	for i, r := range records {
+		if version == batchFrameVersion2 {
+			var flags byte
+			if copies != nil && copies[i] {
+				flags = recordCopy
+			}
+			frame = append(frame, flags)
+		}
 		frame = binary.AppendUvarint(frame, uint64(r.Partition))
 		frame = binary.AppendUvarint(frame, uint64(len(r.Key)))
 		frame = append(frame, r.Key...)
@@ -146,7 +205,7 @@ func legacyBatchFrame(records []Record) []byte {
 func TestWorkflowSubjectsStayApart(t *testing.T) {
 	t.Parallel()
 	names := topicNames(TopicRef{TenantID: conformanceTenant, ID: uuid.NewString()})
-	reserved := map[string]bool{names.broadcastSubject(): true, names.legacySubject(): true}
+	reserved := map[string]bool{names.topicSubject(): true, names.legacySubject(): true}
 	seen := map[string]string{}
 	for _, workflow := range []string{"", "all", "_all", "records", "w", "*", ">", "a.b", "a b", "a_b", "wf-00", strings.Repeat("x", 100)} {
 		subject := names.workflowSubject(workflow)
@@ -183,7 +242,7 @@ func TestEmbeddedReadsRecordsStoredBeforeRouting(t *testing.T) {
 		t.Fatalf("create a stream the old way: %v", err)
 	}
 	legacy := makeRecords("legacy", 6, 2)
-	if _, err := b.js.Publish(ctx, names.legacySubject(), legacyBatchFrame(legacy)); err != nil {
+	if _, err := b.js.Publish(ctx, names.legacySubject(), version1Frame(legacy)); err != nil {
 		t.Fatalf("write a version 1 frame: %v", err)
 	}
 	sub := newSubscription(topic)
@@ -217,6 +276,52 @@ func TestEmbeddedReadsRecordsStoredBeforeRouting(t *testing.T) {
 	sort.Strings(wantIDs)
 	assertSameIDs(t, "records for wf-a after the upgrade", eventIDs(got), wantIDs)
 	assertFilter(t, b, sub, names.consumerFilter("wf-a"))
+}
+
+// TestEmbeddedReadsWorkflowSubjectsOfFrameVersion2 writes a topic the way the driver did with frame version
+// 2 (a record stored under the subject of each workflow it targets, flagged as a copy after the first;
+// untargeted records under the topic subject), then publishes with the current driver: each subscription
+// reads every record meant for it once, old and new.
+func TestEmbeddedReadsWorkflowSubjectsOfFrameVersion2(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an in-process JetStream server")
+	}
+	t.Parallel()
+	b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	topic := newTopic(t, b, 2)
+	names := topicNames(topic)
+	old := []Record{
+		{Partition: 0, Key: "k0", EventID: "old-broadcast", Value: []byte("{}")},
+		{Partition: 1, Key: "k1", EventID: "old-a", Value: []byte("{}"), TargetWorkflows: []string{"wf-a"}},
+		{Partition: 0, Key: "k0", EventID: "old-a-b", Value: []byte("{}"), TargetWorkflows: []string{"wf-a", "wf-b"}},
+		{Partition: 1, Key: "k1", EventID: "old-b", Value: []byte("{}"), TargetWorkflows: []string{"wf-b"}},
+	}
+	frames := []struct {
+		subject string
+		frame   []byte
+	}{
+		{names.topicSubject(), version2Frame(old[:1], nil)},
+		{names.workflowSubject("wf-a"), version2Frame(old[1:3], nil)},
+		{names.workflowSubject("wf-b"), version2Frame(old[2:4], []bool{true, false})},
+	}
+	for _, f := range frames {
+		if _, err := b.js.Publish(ctx, f.subject, f.frame); err != nil {
+			t.Fatalf("write a version 2 frame under %s: %v", f.subject, err)
+		}
+	}
+	current := routedRecords("new", 8, 2, "wf-a", "wf-b")
+	publish(t, b, topic, current)
+	all := append(slices.Clone(old), current...)
+	for _, workflow := range []string{"wf-a", "wf-b", ""} {
+		sub := newSubscription(topic)
+		sub.Workflow = workflow
+		c := subscribe(t, b, sub, ConsumerOptions{})
+		want := wantedBy(all, workflow)
+		got := append(receiveWanted(t, c, want), drain(t, c, 300*time.Millisecond)...)
+		assertSameIDs(t, fmt.Sprintf("records for workflow %q", workflow), eventIDs(got), sortedIDs(want))
+	}
 }
 
 func TestEmbeddedReattachWithAnotherWorkflowUpdatesTheFilter(t *testing.T) {
