@@ -586,16 +586,22 @@ func BenchmarkEmbeddedPublishReceive(b *testing.B) {
 	}
 }
 
-// BenchmarkEmbeddedRouting compares reading one topic from benchWorkflows subscriptions, each record meant
-// for one of them, before routing by workflow (every consumer reads every record) and with it:
+// BenchmarkEmbeddedRouting compares reading one topic from benchWorkflows subscriptions when every record
+// is for every subscription (no target workflows: each consumer takes every record) and when each record
+// targets one of them (each consumer takes one record in benchWorkflows and skips the others):
 //
 //	go test -run '^$' -bench EmbeddedRouting -benchtime 100000x ./internal/broker/
 //
-// On the 2-core VM, shared with other work (range over 3 runs; 64 publishers, 100 records per call):
+// On the 2-core VM (3 rounds interleaved with the previous design, which stored a copy of each record
+// under a subject per target workflow, so a consumer read only its workflow's records; 64 publishers,
+// 100 records per call, fsync every write):
 //
-//	                        every consumer reads all     routed by workflow
-//	fsync every write       48-57K events/s, 14-18 µs    90-105K events/s, 5.8-7.2 µs CPU per event
-//	fsync every 2m          44-55K events/s, 15-17 µs    107-152K events/s, 5.7-6.4 µs CPU per event
+//	                          subject per workflow    one frame per round (now)
+//	routed-by-workflow        133-190K events/s,      99-149K events/s,
+//	                          5.9-6.9 µs CPU/event    9.8-12.2 µs CPU/event
+//
+// With calls this large the previous design's extra fsyncs hardly cost, and each consumer now reads every
+// frame; in the load scenarios, with smaller rounds, one fsync per round wins (BENCHMARKS.md).
 func BenchmarkEmbeddedRouting(b *testing.B) {
 	for _, mode := range benchSyncModes {
 		for _, routed := range []bool{false, true} {
