@@ -25,7 +25,9 @@
 #   BENCH_QUICK=1          every scenario and system briefly at low rates: checks the suite in minutes
 #   BENCH_RESULTS          results directory
 #   BENCH_RATES            offered rates (events/s) of the sweeps of scenarios route and streams
-#                          (default 10000,25000,50000,100000,150000)
+#                          (default 10000,25000,50000,100000,150000); a system's sweep stops after the first
+#                          rate it does not keep up with (pds-load --stop-when-saturated; logs/pds-load.log
+#                          says why), unless BENCH_FULL_SWEEP=1
 #   BENCH_DURATION         publishing time of each run (default 30s); BENCH_WARMUP (default 5s) of it is
 #                          left out of the latencies
 #   BENCH_FANOUT_RATE      scenario fanout's rate (default 1000: 100K deliveries/s)
@@ -188,6 +190,7 @@ load() {
 	log "scenario $scenario on $name at $rates events/s ($run_duration each)"
 	if ! "$bin/pds-load" --scenario "$scenario" --system "$system" --name "$name" --rates "$rates" \
 		--duration "$run_duration" --warmup "$warmup" --drain-timeout "$drain_timeout" \
+		--stop-when-saturated="$([[ "${BENCH_FULL_SWEEP:-0}" == 1 ]] && echo false || echo true)" \
 		--out "$results/results.jsonl" "$@" 2>>"$logs/pds-load.log" | tee -a "$results/$scenario-$name.txt" >&2; then
 		log "scenario $scenario on $name failed (see $logs/pds-load.log); going on"
 	fi
@@ -226,7 +229,11 @@ route_sweep() {
 	shift 4
 	local sweep=" ${rates//,/ } "
 	[[ "$sweep" == *" $profile_rate "* ]] || sweep+="$profile_rate "
+	local runs_before verdict saturated_at=""
 	for rate in $sweep; do
+		# Past saturation only the profile's rate still runs: the profile is wanted whatever the sweep found.
+		[[ -n "$saturated_at" && ( -z "$pprof" || "$rate" != "$profile_rate" ) ]] && continue
+		runs_before=$(wc -l <"$results/results.jsonl" 2>/dev/null || echo 0)
 		if [[ -n "$pprof" && "$rate" == "$profile_rate" ]]; then
 			profile_during "$pprof" "$profile_seconds" "$profile_out"
 			load route "$system" "$name" "$rate" "$@"
@@ -234,6 +241,15 @@ route_sweep() {
 			profile_pid=""
 		else
 			load route "$system" "$name" "$rate" "$@"
+		fi
+		# One run per rate (so the profile covers its rate alone): the sweep stops here as pds-load's own
+		# sweeps do, after the first rate the system did not keep up with.
+		[[ "${BENCH_FULL_SWEEP:-0}" == 1 || -n "$saturated_at" ]] && continue
+		(($(wc -l <"$results/results.jsonl" 2>/dev/null || echo 0) > runs_before)) || continue
+		verdict=$("$bin/pds-load" --saturated "$results/results.jsonl") || continue
+		if [[ "$verdict" == saturated* ]]; then
+			saturated_at="$rate"
+			log "scenario route on $name did not keep up at $rate events/s ($verdict): skipping its higher rates"
 		fi
 	done
 }

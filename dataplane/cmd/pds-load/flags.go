@@ -21,20 +21,24 @@ type config struct {
 	// name is the report name of system "pds" (e.g. pds-embedded, pds-pulsar).
 	name string
 	// rates are the offered loads in events/s, one run each, in order.
-	rates        []float64
-	duration     time.Duration
-	warmup       time.Duration
-	drainTimeout time.Duration
-	publishers   int
-	batch        int
-	linger       time.Duration
-	progress     time.Duration
+	rates []float64
+	// stopWhenSaturated skips a system's remaining rates after a run it did not keep up with.
+	stopWhenSaturated bool
+	duration          time.Duration
+	warmup            time.Duration
+	drainTimeout      time.Duration
+	publishers        int
+	batch             int
+	linger            time.Duration
+	progress          time.Duration
 	// out is the file each run's Result is appended to as one JSON line; empty means none.
 	out string
 	// cpuProfile, when set, receives a CPU profile of pds-load itself (the load tool's own cost).
 	cpuProfile string
 	// summary, when set, is a file of results (JSON lines) to print as a table instead of running anything.
 	summary string
+	// saturatedCheck, when set, is a file of results whose last run is judged instead of running anything.
+	saturatedCheck string
 
 	controlPlaneURL, dataPlaneURL string
 	pdsStreamsPerConn             int
@@ -61,6 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	systems := fs.String("system", "pds", "comma-separated systems to run, each at every rate: "+strings.Join(systemKinds, ", "))
 	fs.StringVar(&cfg.name, "name", "pds", "name of system pds in the report, e.g. pds-embedded or pds-pulsar")
 	rates := fs.String("rates", "10000", "comma-separated offered rates in events/s; one run per rate, in order")
+	fs.BoolVar(&cfg.stopWhenSaturated, "stop-when-saturated", true, "skip a system's remaining rates after a run it did not keep up with (publishers behind, deliveries missing after the drain, or P99 over 5s)")
 	fs.DurationVar(&cfg.duration, "duration", 30*time.Second, "how long each run publishes")
 	fs.DurationVar(&cfg.warmup, "warmup", 0, "leave the latencies of events due in each run's first WARMUP out (their loss still counts)")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", loadgen.DefaultDrainTimeout, "after publishing, how long to wait for missing deliveries")
@@ -71,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.out, "out", "", "append each run's result to this file as one JSON object per line")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of pds-load itself to this file")
 	fs.StringVar(&cfg.summary, "summary", "", "print the table of the results in this file (as --out writes them) and exit; runs nothing")
+	fs.StringVar(&cfg.saturatedCheck, "saturated", "", "print \"saturated: WHY\" or \"kept up\" for the last run in this file (as --out writes them) and exit; runs nothing")
 	fs.StringVar(&cfg.controlPlaneURL, "controlplane-url", "http://127.0.0.1:8080", "PDS control plane base URL (pds)")
 	fs.StringVar(&cfg.dataPlaneURL, "dataplane-url", "http://127.0.0.1:8081", "PDS data plane base URL (pds)")
 	fs.IntVar(&cfg.pdsStreamsPerConn, "pds-streams-per-connection", pdssys.DefaultStreamsPerConnection, "subscriber streams sharing one HTTP/2 connection (pds)")
@@ -99,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 
-	if cfg.summary != "" {
+	if cfg.summary != "" || cfg.saturatedCheck != "" {
 		return cfg, nil
 	}
 	sc, ok := loadgen.Scenarios[*scenario]

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/pds-platform/pds/dataplane/internal/loadgen"
 )
@@ -19,13 +20,23 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.summary != "" {
 		return summarize(cfg.summary, stdout)
 	}
+	if cfg.saturatedCheck != "" {
+		return judgeLast(cfg.saturatedCheck, stdout)
+	}
 	var results []loadgen.Result
 	var failed []error
 	for _, kind := range cfg.systems {
-		for _, rate := range cfg.rates {
+		var previous *loadgen.Result // this system's run at the rate before
+		for i, rate := range cfg.rates {
 			if ctx.Err() != nil {
 				break
 			}
+			if saturated, why := previous.Saturated(); saturated && cfg.stopWhenSaturated {
+				fmt.Fprintf(stderr, "pds-load: %s did not keep up at %.0f events/s (%s): skipping %s (--stop-when-saturated=false runs them)\n",
+					kind, cfg.rates[i-1], why, formatRates(cfg.rates[i:]))
+				break
+			}
+			previous = nil
 			res, err := runOne(ctx, cfg, kind, rate, stderr)
 			if err != nil {
 				fmt.Fprintf(stderr, "pds-load: %s at %.0f events/s: %v\n", kind, rate, err)
@@ -35,6 +46,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 				}
 			}
 			results = append(results, res)
+			previous = &res
 			if err := appendJSON(cfg.out, res); err != nil {
 				return err
 			}
@@ -74,6 +86,14 @@ func runOne(ctx context.Context, cfg config, kind string, rate float64, stderr i
 	})
 }
 
+func formatRates(rates []float64) string {
+	parts := make([]string, len(rates))
+	for i, r := range rates {
+		parts[i] = fmt.Sprintf("%.0f", r)
+	}
+	return strings.Join(parts, ", ") + " events/s"
+}
+
 // appendJSON appends res to path as one JSON line; an empty path writes nothing.
 func appendJSON(path string, res loadgen.Result) error {
 	if path == "" {
@@ -96,9 +116,35 @@ func appendJSON(path string, res loadgen.Result) error {
 
 // summarize prints the table of the results in path, a file of JSON lines as --out writes them.
 func summarize(path string, stdout io.Writer) error {
-	f, err := os.Open(path)
+	results, err := readResults(path)
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)
+	}
+	return loadgen.WriteTable(stdout, results)
+}
+
+// judgeLast prints whether the last run in path kept up ("kept up") or not ("saturated: why"), for scripts
+// that sweep rates one run at a time.
+func judgeLast(path string, stdout io.Writer) error {
+	results, err := readResults(path)
+	if err != nil {
+		return fmt.Errorf("saturated: %w", err)
+	}
+	if len(results) == 0 {
+		return fmt.Errorf("saturated: %s holds no results", path)
+	}
+	if saturated, why := results[len(results)-1].Saturated(); saturated {
+		_, err = fmt.Fprintf(stdout, "saturated: %s\n", why)
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "kept up")
+	return err
+}
+
+func readResults(path string) ([]loadgen.Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	var results []loadgen.Result
@@ -110,12 +156,12 @@ func summarize(path string, stdout io.Writer) error {
 		}
 		var res loadgen.Result
 		if err := json.Unmarshal(scanner.Bytes(), &res); err != nil {
-			return fmt.Errorf("summary: %s line %d: %w", path, line, err)
+			return nil, fmt.Errorf("%s line %d: %w", path, line, err)
 		}
 		results = append(results, res)
 	}
 	if err := scanner.Err(); err != nil {
-		return fmt.Errorf("summary: %w", err)
+		return nil, err
 	}
-	return loadgen.WriteTable(stdout, results)
+	return results, nil
 }

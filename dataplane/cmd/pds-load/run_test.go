@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,5 +39,62 @@ func TestOutFileSummarizesAsTable(t *testing.T) {
 	}
 	if rows := strings.Count(strings.TrimSpace(table), "\n") + 1; rows != 5 {
 		t.Errorf("summary has %d lines, want a header and 4 rows:\n%s", rows, table)
+	}
+}
+
+// A sweep stops at the first rate the system does not keep up with: the engine alone cannot publish
+// 300K events/s here, so the higher rate is skipped and said so. With --stop-when-saturated=false it runs.
+func TestSweepStopsAfterASaturatedRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the embedded engine in process")
+	}
+	t.Parallel()
+	for _, stop := range []bool{true, false} {
+		args := []string{"--system", "engine", "--scenario", "smoke", "--rates", "300000,600000", "--duration", "100ms",
+			"--drain-timeout", "10s", "--progress-interval", "1h", "--engine-data-dir", t.TempDir()}
+		if !stop {
+			args = append(args, "--stop-when-saturated=false")
+		}
+		var stderr bytes.Buffer
+		cfg, err := parseFlags(args, &stderr)
+		if err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		var stdout bytes.Buffer
+		if err := run(context.Background(), cfg, &stdout, &stderr); err != nil {
+			t.Fatalf("run: %v\n%s", err, stderr.String())
+		}
+		skipped := strings.Contains(stderr.String(), "skipping 600000 events/s")
+		ran := strings.Contains(stdout.String(), "600000")
+		if skipped != stop || ran == stop {
+			t.Errorf("--stop-when-saturated=%v: skipped %v, ran %v\nstderr:\n%s\nstdout:\n%s", stop, skipped, ran, stderr.String(), stdout.String())
+		}
+	}
+}
+
+// --saturated judges the last run of a results file, for bench.sh's one-rate-at-a-time sweep.
+func TestSaturatedJudgesTheLastRun(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "results.jsonl")
+	keptUp := loadgen.Result{System: "pds-embedded", OfferedRate: 10000, AchievedPublishRate: 10000, Complete: true}
+	behind := loadgen.Result{System: "pds-embedded", OfferedRate: 50000, AchievedPublishRate: 20000, Complete: true}
+	for _, step := range []struct {
+		append loadgen.Result
+		want   string
+	}{
+		{keptUp, "kept up\n"},
+		{behind, "saturated: published 20000 of 50000 events/s\n"},
+		{keptUp, "kept up\n"},
+	} {
+		if err := appendJSON(path, step.append); err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		var out bytes.Buffer
+		if err := run(context.Background(), config{saturatedCheck: path}, &out, &out); err != nil {
+			t.Fatalf("--saturated: %v", err)
+		}
+		if out.String() != step.want {
+			t.Errorf("after a run at %.0f events/s: got %q, want %q", step.append.OfferedRate, out.String(), step.want)
+		}
 	}
 }

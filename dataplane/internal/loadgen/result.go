@@ -86,6 +86,30 @@ type Settings struct {
 	ClockTicks    int64   `json:"clock_ticks_per_second"`
 }
 
+// Saturation bounds: a run did not keep up when its publishers reached less than saturatedPublishShare of
+// the offered rate, when deliveries were still missing at the end of the drain, or when its P99 exceeded
+// saturatedP99 (queues grew through the run).
+const (
+	saturatedPublishShare = 0.95
+	saturatedP99          = 5 * time.Second
+)
+
+// Saturated says whether the system did not keep up with the run's offered rate, and why; false for nil.
+// A higher rate would only take longer to say the same.
+func (r *Result) Saturated() (bool, string) {
+	switch {
+	case r == nil:
+		return false, ""
+	case r.AchievedPublishRate < saturatedPublishShare*r.OfferedRate:
+		return true, fmt.Sprintf("published %.0f of %.0f events/s", r.AchievedPublishRate, r.OfferedRate)
+	case !r.Complete:
+		return true, fmt.Sprintf("%d deliveries still missing when the drain ended", r.Lost)
+	case r.Latency.P99 > float64(saturatedP99.Milliseconds()):
+		return true, fmt.Sprintf("P99 %.0f ms", r.Latency.P99)
+	}
+	return false, ""
+}
+
 // Latency is a latency distribution in milliseconds.
 type Latency struct {
 	Count int64   `json:"count"`
