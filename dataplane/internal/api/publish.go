@@ -63,6 +63,7 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 	// writes to them after encoding.
 	published := make([]pdsv1.PublishedEvent, len(events))
 	var encoded []byte
+	var stored [][]byte // stored[i]: events[i]'s encoding in encoded, for the latest views
 	batches := map[string]*topicBatch{}
 	var batchOrder []*topicBatch
 	var trace map[string]string // the call's trace properties, taken at the first event that needs them
@@ -136,6 +137,10 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 			batches[topic.GetId()] = batch
 			batchOrder = append(batchOrder, batch)
 		}
+		if stored == nil {
+			stored = make([][]byte, len(events))
+		}
+		stored[i] = value
 		record := broker.Record{Partition: partition, Key: key, EventID: ev.GetEventId(), Value: value,
 			TargetWorkflows: ev.GetRouting().GetTargetWorkflows()}
 		if s.keepsProperties {
@@ -166,7 +171,7 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 	// The events are durable now. A failed view update must not fail the Publish: the producer's retry
 	// would deliver every event again to every subscriber. The view is rewritten by the next event of
 	// that portfolio.
-	if err := s.latest.Record(s.tenantID, events); err != nil {
+	if err := s.latest.Record(s.tenantID, events, stored); err != nil {
 		s.metrics.latestFailures.Add(ctx, 1)
 		s.logger.ErrorContext(ctx, "latest view update failed after publish", "error", err)
 	}

@@ -103,31 +103,42 @@ func New(b broker.Broker, logger *slog.Logger) *Store {
 // Supported reports whether the broker keeps latest views.
 func (s *Store) Supported() bool { return s.views != nil }
 
-// Record notes the views of already stored, normalized events; the last event per (view, portfolio)
-// wins. Events without a view are skipped. It does not block on the table.
-func (s *Store) Record(tenantID string, events []*pdsv1.PortfolioDistribution) error {
+// A view's value in the table is one of:
+//
+//	0x00 | PortfolioDistribution   the event as the broker stores it (storedEventFormat)
+//	PortfolioDistributed           written by earlier versions; a protobuf message never starts with 0x00
+//
+// Keeping the stored form spares Publish a second encoding of every event with a view; Get, far rarer,
+// converts it.
+const storedEventFormat byte = 0x00
+
+// Record notes the views of already stored, normalized events, given with their stored encodings
+// (stored[i] is events[i] as the broker keeps it); the last event per (view, portfolio) wins. Events
+// without a view are skipped. It does not block on the table.
+func (s *Store) Record(tenantID string, events []*pdsv1.PortfolioDistribution, stored [][]byte) error {
 	if s.views == nil {
 		return nil
 	}
-	newest := map[slot]*pdsv1.PortfolioDistribution{}
-	for _, ev := range events {
+	if len(stored) != len(events) {
+		return fmt.Errorf("record views: %d events but %d encodings", len(events), len(stored))
+	}
+	var newest map[slot]int // index in events
+	for i, ev := range events {
 		if view, ok := ViewOf(ev.GetDataType()); ok {
-			newest[slot{tenantID, view, ev.GetData().GetPortfolioId()}] = ev
+			if newest == nil {
+				newest = map[slot]int{}
+			}
+			newest[slot{tenantID, view, ev.GetData().GetPortfolioId()}] = i
 		}
 	}
 	if len(newest) == 0 {
 		return nil
 	}
-	encoded := make(map[slot][]byte, len(newest))
-	for key, ev := range newest {
-		value, err := proto.Marshal(routing.ToDistributed(ev))
-		if err != nil {
-			return fmt.Errorf("encode %s view of portfolio %q: %w", key.view, key.portfolioID, err)
-		}
-		encoded[key] = value
-	}
 	s.mu.Lock()
-	for key, value := range encoded {
+	for key, i := range newest {
+		value := make([]byte, 1+len(stored[i]))
+		value[0] = storedEventFormat
+		copy(value[1:], stored[i])
 		s.seq++
 		s.pending[key] = pendingValue{value: value, seq: s.seq}
 	}
@@ -155,11 +166,26 @@ func (s *Store) Get(ctx context.Context, tenantID string, view View, portfolioID
 			return nil, false, nil
 		}
 	}
-	var ev pdsv1.PortfolioDistributed
-	if err := proto.Unmarshal(value, &ev); err != nil {
+	ev, err := decodeView(value)
+	if err != nil {
 		return nil, false, fmt.Errorf("decode %s view of portfolio %q: %w", view, portfolioID, err)
 	}
-	return &ev, true, nil
+	return ev, true, nil
+}
+
+func decodeView(value []byte) (*pdsv1.PortfolioDistributed, error) {
+	if len(value) > 0 && value[0] == storedEventFormat {
+		var stored pdsv1.PortfolioDistribution
+		if err := proto.Unmarshal(value[1:], &stored); err != nil {
+			return nil, err
+		}
+		return routing.ToDistributed(&stored), nil
+	}
+	var ev pdsv1.PortfolioDistributed
+	if err := proto.Unmarshal(value, &ev); err != nil {
+		return nil, err
+	}
+	return &ev, nil
 }
 
 // Flush blocks until every recorded value is stored in the table, or ctx ends.

@@ -37,12 +37,13 @@ func TestNewestEventPerPortfolioIsReadBackAndStoredInTheBrokerTable(t *testing.T
 	t.Cleanup(func() { _ = store.Close(context.Background()) })
 	tenant := tenancy.DefaultTenantID
 
-	if err := store.Record(tenant, []*pdsv1.PortfolioDistribution{
+	events := []*pdsv1.PortfolioDistribution{
 		event("s1", pdsv1.PortfolioDataType_PORTFOLIO_STATE, "p1", 1),
 		event("s2", pdsv1.PortfolioDataType_PORTFOLIO_STATE, "p1", 2),
 		event("perf", pdsv1.PortfolioDataType_PERFORMANCE_ATTRIBUTION, "p1", 3),
 		event("cash", pdsv1.PortfolioDataType_CASH_MANAGEMENT, "p2", 4),
-	}); err != nil {
+	}
+	if err := store.Record(tenant, events, encodings(t, events)); err != nil {
 		t.Fatalf("record: %v", err)
 	}
 
@@ -84,9 +85,57 @@ func TestNewestEventPerPortfolioIsReadBackAndStoredInTheBrokerTable(t *testing.T
 	if err != nil || !ok {
 		t.Fatalf("broker table lacks the state of p1 after flush (found %v, error %v)", ok, err)
 	}
-	var stored pdsv1.PortfolioDistributed
-	if err := proto.Unmarshal(raw, &stored); err != nil || stored.GetEventId() != "s2" {
+	var stored pdsv1.PortfolioDistribution
+	if len(raw) == 0 || raw[0] != 0 {
+		t.Fatalf("broker table value does not start with the stored-event format byte: %x", raw)
+	}
+	if err := proto.Unmarshal(raw[1:], &stored); err != nil || stored.GetEventId() != "s2" {
 		t.Fatalf("broker table holds %v (decode error %v), want event s2", &stored, err)
 	}
 	check(t, "after the table write")
+}
+
+// A value written by earlier versions (a PortfolioDistributed message) still reads back.
+func TestViewWrittenByEarlierVersionsIsRead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uses the embedded broker; skipped with -short")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("open embedded broker: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	store := latest.New(b, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	tenant := tenancy.DefaultTenantID
+	old, err := proto.Marshal(&pdsv1.PortfolioDistributed{
+		EventId: "old", Timestamp: "2025-06-21T10:00:00.000Z",
+		Distribution: &pdsv1.DistributionInfo{Topic: "t", RoutingKey: "p9.state.update"},
+		Data:         &pdsv1.PortfolioData{PortfolioId: "p9", TotalValue: 9},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutLatest(ctx, tenant, string(latest.ViewState), "p9", old); err != nil {
+		t.Fatalf("put a value the old way: %v", err)
+	}
+	got, ok, err := store.Get(ctx, tenant, latest.ViewState, "p9")
+	if err != nil || !ok || got.GetEventId() != "old" || got.GetData().GetTotalValue() != 9 || got.GetDistribution().GetRoutingKey() != "p9.state.update" {
+		t.Fatalf("Get = %v, %v, %v; want the old value", got, ok, err)
+	}
+}
+
+func encodings(t *testing.T, events []*pdsv1.PortfolioDistribution) [][]byte {
+	t.Helper()
+	out := make([][]byte, len(events))
+	for i, ev := range events {
+		var err error
+		if out[i], err = proto.Marshal(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
