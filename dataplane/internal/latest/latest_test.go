@@ -28,13 +28,7 @@ func TestNewestEventPerPortfolioIsReadBackAndStoredInTheBrokerTable(t *testing.T
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("open embedded broker: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	store := latest.New(b, slog.New(slog.DiscardHandler))
-	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	b, store := newStore(ctx, t)
 	tenant := tenancy.DefaultTenantID
 
 	events := []*pdsv1.PortfolioDistribution{
@@ -103,13 +97,7 @@ func TestViewWrittenByEarlierVersionsIsRead(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("open embedded broker: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	store := latest.New(b, slog.New(slog.DiscardHandler))
-	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	b, store := newStore(ctx, t)
 	tenant := tenancy.DefaultTenantID
 	old, err := proto.Marshal(&pdsv1.PortfolioDistributed{
 		EventId: "old", Timestamp: "2025-06-21T10:00:00.000Z",
@@ -126,6 +114,19 @@ func TestViewWrittenByEarlierVersionsIsRead(t *testing.T) {
 	if err != nil || !ok || got.GetEventId() != "old" || got.GetData().GetTotalValue() != 9 || got.GetDistribution().GetRoutingKey() != "p9.state.update" {
 		t.Fatalf("Get = %v, %v, %v; want the old value", got, ok, err)
 	}
+}
+
+// newStore opens an embedded broker and a Store over it, both closed when the test ends.
+func newStore(ctx context.Context, t *testing.T) (*broker.EmbeddedBroker, *latest.Store) {
+	t.Helper()
+	b, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("open embedded broker: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	store := latest.New(b, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	return b, store
 }
 
 func encodings(t *testing.T, events []*pdsv1.PortfolioDistribution) [][]byte {
