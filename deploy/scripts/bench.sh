@@ -233,7 +233,7 @@ route_sweep() {
 	for rate in $sweep; do
 		# Past saturation only the profile's rate still runs: the profile is wanted whatever the sweep found.
 		[[ -n "$saturated_at" && ( -z "$pprof" || "$rate" != "$profile_rate" ) ]] && continue
-		runs_before=$(wc -l <"$results/results.jsonl" 2>/dev/null || echo 0)
+		runs_before=$(result_count)
 		if [[ -n "$pprof" && "$rate" == "$profile_rate" ]]; then
 			profile_during "$pprof" "$profile_seconds" "$profile_out"
 			load route "$system" "$name" "$rate" "$@"
@@ -245,13 +245,18 @@ route_sweep() {
 		# One run per rate (so the profile covers its rate alone): the sweep stops here as pds-load's own
 		# sweeps do, after the first rate the system did not keep up with.
 		[[ "${BENCH_FULL_SWEEP:-0}" == 1 || -n "$saturated_at" ]] && continue
-		(($(wc -l <"$results/results.jsonl" 2>/dev/null || echo 0) > runs_before)) || continue
+		(($(result_count) > runs_before)) || continue
 		verdict=$("$bin/pds-load" --saturated "$results/results.jsonl") || continue
 		if [[ "$verdict" == saturated* ]]; then
 			saturated_at="$rate"
 			log "scenario route on $name did not keep up at $rate events/s ($verdict): skipping its higher rates"
 		fi
 	done
+}
+
+# result_count: how many runs results.jsonl holds so far.
+result_count() {
+	if [[ -f "$results/results.jsonl" ]]; then wc -l <"$results/results.jsonl"; else echo 0; fi
 }
 
 # suite SYSTEM NAME PPROF-URL PROFILE-OUT [ARG...]: every scenario on one system.
