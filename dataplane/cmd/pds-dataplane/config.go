@@ -36,6 +36,8 @@ func parseConfig(args []string, getenv func(string) string, processFlags ...func
 	str(&cfg.Pulsar.ServiceURL, "pulsar-url", "PDS_PULSAR_URL", "pulsar://127.0.0.1:6650", "Pulsar service URL (pulsar:// or pulsar+ssl://), for --broker pulsar")
 	str(&cfg.Pulsar.AdminURL, "pulsar-admin-url", "PDS_PULSAR_ADMIN_URL", "http://127.0.0.1:8085", "Pulsar admin (web service) URL, for --broker pulsar")
 	str(&cfg.Pulsar.AuthToken, "pulsar-auth-token", "PDS_PULSAR_AUTH_TOKEN", "", "Pulsar JWT auth token; empty means no authentication")
+	var tokenFile string
+	str(&tokenFile, "pulsar-auth-token-file", "PDS_PULSAR_AUTH_TOKEN_FILE", "", "file holding the Pulsar JWT auth token, which then stays out of the process list and the environment")
 	str(&cfg.Pulsar.TLSTrustCertsFile, "pulsar-tls-trust-certs-file", "PDS_PULSAR_TLS_TRUST_CERTS_FILE", "", "PEM file of CAs trusted for Pulsar TLS; empty means the system roots")
 	allowInsecure := false
 	if v := getenv("PDS_PULSAR_TLS_ALLOW_INSECURE"); v != "" {
@@ -78,6 +80,18 @@ func parseConfig(args []string, getenv func(string) string, processFlags ...func
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if tokenFile != "" {
+		if cfg.Pulsar.AuthToken != "" {
+			return cfg, fmt.Errorf("--pulsar-auth-token and --pulsar-auth-token-file are both set; keep one")
+		}
+		token, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--pulsar-auth-token-file: %w", err)
+		}
+		if cfg.Pulsar.AuthToken = strings.TrimSpace(string(token)); cfg.Pulsar.AuthToken == "" {
+			return cfg, fmt.Errorf("--pulsar-auth-token-file: %s is empty", tokenFile)
+		}
 	}
 	// A token pasted or read from a file often ends in a newline, which the broker would refuse.
 	cfg.Pulsar.AuthToken = strings.TrimSpace(cfg.Pulsar.AuthToken)

@@ -78,6 +78,14 @@ func TestParseConfigBroker(t *testing.T) {
 	if err := os.WriteFile(notPEM, []byte("-----BEGIN CERTIFICATE-----\ntruncated\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	tokenFile := filepath.Join(t.TempDir(), "pulsar.token")
+	if err := os.WriteFile(tokenFile, []byte("eyJfromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyTokenFile := filepath.Join(t.TempDir(), "empty.token")
+	if err := os.WriteFile(emptyTokenFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -106,6 +114,13 @@ func TestParseConfigBroker(t *testing.T) {
 		{name: "bad allow-insecure in env", env: map[string]string{"PDS_PULSAR_TLS_ALLOW_INSECURE": "maybe"}, wantErr: "PDS_PULSAR_TLS_ALLOW_INSECURE"},
 		{name: "token read from a file keeps no newline", env: map[string]string{"PDS_BROKER": "pulsar", "PDS_PULSAR_AUTH_TOKEN": "eyJtoken\n"},
 			want: func(cfg node.Config) bool { return cfg.Pulsar.AuthToken == "eyJtoken" }},
+		{name: "token file", args: []string{"--broker", "pulsar", "--pulsar-auth-token-file", tokenFile},
+			want: func(cfg node.Config) bool { return cfg.Pulsar.AuthToken == "eyJfromfile" }},
+		{name: "token file from the environment", env: map[string]string{"PDS_BROKER": "pulsar", "PDS_PULSAR_AUTH_TOKEN_FILE": tokenFile},
+			want: func(cfg node.Config) bool { return cfg.Pulsar.AuthToken == "eyJfromfile" }},
+		{name: "missing token file", args: []string{"--broker", "pulsar", "--pulsar-auth-token-file", "/nonexistent/pulsar.token"}, wantErr: "--pulsar-auth-token-file"},
+		{name: "empty token file", args: []string{"--broker", "pulsar", "--pulsar-auth-token-file", emptyTokenFile}, wantErr: "is empty"},
+		{name: "token and token file", args: []string{"--broker", "pulsar", "--pulsar-auth-token", "eyJ", "--pulsar-auth-token-file", tokenFile}, wantErr: "keep one"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

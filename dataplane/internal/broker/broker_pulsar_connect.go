@@ -23,7 +23,7 @@ import (
 // What to check when Pulsar refuses the driver, named as an operator sets it (PulsarOptions field and
 // pds-dataplane flag).
 const (
-	hintToken = "check the auth token (PulsarOptions.AuthToken, pds-dataplane --pulsar-auth-token / PDS_PULSAR_AUTH_TOKEN)"
+	hintToken = "check the auth token (PulsarOptions.AuthToken, pds-dataplane --pulsar-auth-token-file or --pulsar-auth-token / PDS_PULSAR_AUTH_TOKEN)"
 	hintRole  = "the token's role must be a Pulsar superuser (superUserRoles in broker.conf): the driver creates tenants and namespaces"
 	hintCA    = "set the CA file (PulsarOptions.TLSTrustCertsFile, pds-dataplane --pulsar-tls-trust-certs-file / " +
 		"PDS_PULSAR_TLS_TRUST_CERTS_FILE) to the PEM certificate of the CA that signed the broker's certificate"

@@ -233,7 +233,7 @@ func openBroker(ctx context.Context, cfg Config, logger *slog.Logger) (broker.Br
 			Logger:                     logger.With("component", "broker"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("open pulsar broker at %s (admin %s): %w", cfg.Pulsar.ServiceURL, cfg.Pulsar.AdminURL, err)
+			return nil, err // OpenPulsar names the broker, its URLs and what to check
 		}
 		return b, nil
 	default:
