@@ -347,6 +347,8 @@ func (b *EmbeddedBroker) DeleteTopic(ctx context.Context, ref TopicRef) error {
 			delete(b.acks, key)
 		}
 	}
+	// A topic created again with this id gets a batcher that checks its stream's subjects afresh.
+	delete(b.writers, names.stream)
 	b.mu.Unlock()
 	return nil
 }

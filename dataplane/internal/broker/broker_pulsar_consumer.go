@@ -98,9 +98,8 @@ func (b *PulsarBroker) Subscribe(ctx context.Context, sub SubscriptionRef, opts 
 // positioned at the earliest record or at start. An existing subscription keeps its position.
 //
 // Each partition's subscription is created right at its start position, found by publish time, rather
-// than created and then reset to the time: a reset disconnects the consumers already attached, and another
-// node attaches as soon as it finds the subscription on every partition. Pulsar 4.0.8 has been seen to
-// stop dispatching a Key_Shared partition for good after such a reset, and pulsar-client-go v0.19.0 can
+// than created and then reset to the time: a reset disconnects the consumers already attached (another
+// node attaches as soon as it finds the subscription on every partition), and pulsar-client-go v0.19.0 can
 // miss the disconnect of a consumer it is just attaching (see checkAttached). A node attaches only once
 // every partition has the subscription, so no consumer creates one at its own initial position.
 func (b *PulsarBroker) ensureSubscription(ctx context.Context, names pulsarNames, name string, start time.Time) error {
