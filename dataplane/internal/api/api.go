@@ -156,7 +156,7 @@ func New(deps Deps, opts Options) (*Service, error) {
 
 		keepsProperties: keepsProperties,
 		json:            newJSONEncoder(),
-		proto:           newProtoEncoder(),
+		proto:           newProtoEncoder(deps.Delivery.EncodedEvent),
 	}, nil
 }
 

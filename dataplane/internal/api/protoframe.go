@@ -28,8 +28,15 @@ type protoEncoder struct {
 	events eventEncodings
 }
 
-func newProtoEncoder() *protoEncoder {
+// newProtoEncoder returns an encoder that takes an event's encoding from stored when it has it (the
+// delivery engine writes it from the stored bytes), and marshals the event otherwise.
+func newProtoEncoder(stored func(*pdsv1.PortfolioDistributed) ([]byte, bool)) *protoEncoder {
 	return &protoEncoder{events: eventEncodings{encode: func(ev *pdsv1.PortfolioDistributed) ([]byte, error) {
+		if stored != nil {
+			if encoded, ok := stored(ev); ok {
+				return encoded, nil
+			}
+		}
 		return proto.Marshal(ev)
 	}}}
 }

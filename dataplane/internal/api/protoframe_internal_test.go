@@ -35,7 +35,7 @@ func TestProtoEncoderWritesWhatProtoMarshalWrites(t *testing.T) {
 			{AckId: "a.1", Event: &pdsv1.PortfolioDistributed{}}, {AckId: "a.2"}, {},
 		}}},
 	}
-	encoder := newProtoEncoder()
+	encoder := newProtoEncoder(nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want, err := proto.Marshal(tt.msg)

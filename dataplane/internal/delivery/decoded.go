@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"sync/atomic"
+	"unsafe"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"google.golang.org/protobuf/proto"
@@ -17,7 +18,7 @@ const decodedCacheSlots = 4096
 // decodedEvent is one stored event decoded once for every session that delivers it. Its messages are
 // shared by those sessions' DeliveredEvents and must never be modified.
 type decodedEvent struct {
-	encoded     []byte // a copy, compared on lookup
+	encoded     []byte // a copy: compared on lookup, and rewritten into the delivered form's encoding
 	event       *pdsv1.PortfolioDistribution
 	distributed *pdsv1.PortfolioDistributed
 
@@ -34,9 +35,13 @@ type decodedEvent struct {
 // It is keyed by the record's bytes, so it needs nothing from the broker and cannot confuse two
 // records: a slot is used only when its bytes equal the record's. Slots are direct-mapped and replaced
 // on collision, so lookups and inserts are a hash, an atomic load or store and, on a hit, a compare.
+//
+// It also finds a decoded event from its delivered message (byEvent), so the API can have that message's
+// protobuf encoding written from the stored bytes instead of marshalled (EncodedEvent).
 type decodedCache struct {
-	seed  maphash.Seed
-	slots [decodedCacheSlots]atomic.Pointer[decodedEvent]
+	seed    maphash.Seed
+	slots   [decodedCacheSlots]atomic.Pointer[decodedEvent]
+	byEvent [decodedCacheSlots]atomic.Pointer[decodedEvent]
 }
 
 func newDecodedCache() *decodedCache {
@@ -51,6 +56,7 @@ func (c *decodedCache) decode(encoded []byte, shared bool) (*decodedEvent, error
 	if shared {
 		slot = &c.slots[maphash.Bytes(c.seed, encoded)%decodedCacheSlots]
 		if hit := slot.Load(); hit != nil && bytes.Equal(hit.encoded, encoded) {
+			c.byEvent[eventSlot(hit.distributed)].Store(hit)
 			return hit, nil
 		}
 	}
@@ -69,9 +75,28 @@ func (c *decodedCache) decode(encoded []byte, shared bool) (*decodedEvent, error
 	d.distributedValue.Distribution = &d.distributionValue
 	d.distributedValue.Data = d.event.GetData()
 	d.distributed = &d.distributedValue
+	// A copy, not the record's bytes: those may pin a whole engine message of other records.
+	d.encoded = bytes.Clone(encoded)
 	if shared {
-		d.encoded = bytes.Clone(encoded)
 		slot.Store(d)
 	}
+	c.byEvent[eventSlot(d.distributed)].Store(d)
 	return d, nil
+}
+
+// eventSlot picks ev's byEvent slot from its address (Fibonacci hashing); a hit is confirmed by
+// comparing pointers, and the slot holds the event, so its address is not reused meanwhile.
+func eventSlot(ev *pdsv1.PortfolioDistributed) uint64 {
+	addr := uint64(uintptr(unsafe.Pointer(ev)))
+	return (addr >> 4) * 0x9E3779B97F4A7C15 >> 52 % decodedCacheSlots
+}
+
+// encodedDistributed returns the protobuf encoding of ev, written from its stored bytes, when ev is the
+// delivered message of an event decoded here recently; ok is false otherwise.
+func (c *decodedCache) encodedDistributed(ev *pdsv1.PortfolioDistributed) (_ []byte, ok bool) {
+	d := c.byEvent[eventSlot(ev)].Load()
+	if d == nil || d.distributed != ev {
+		return nil, false
+	}
+	return appendDistributed(make([]byte, 0, len(d.encoded)+16), d.encoded)
 }

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"testing"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
@@ -57,5 +58,37 @@ func TestDecodedCacheSharesOneDecodingPerRecord(t *testing.T) {
 	}
 	if again, _ := cache.decode(encode("P-3"), true); again == alone {
 		t.Error("an unshared decoding was cached")
+	}
+}
+
+// The delivered message of a decoded event is found again by pointer and encoded from its stored bytes;
+// any other message is not found.
+func TestDecodedCacheEncodesDeliveredEventsFromStoredBytes(t *testing.T) {
+	t.Parallel()
+	stored, err := proto.Marshal(&pdsv1.PortfolioDistribution{
+		EventId: "e-1", Timestamp: "2025-06-21T10:00:00.000Z", DataType: pdsv1.PortfolioDataType_PORTFOLIO_STATE,
+		Data:    &pdsv1.PortfolioData{PortfolioId: "P-1", TotalValue: 1},
+		Routing: &pdsv1.RoutingInfo{Topic: "portfolio/state/updated", RoutingKey: "P-1.state.update", TargetWorkflows: []string{"w"}, Priority: 3},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := newDecodedCache()
+	for _, shared := range []bool{true, false} {
+		d, err := cache.decode(stored, shared)
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		want, err := proto.Marshal(d.distributed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := cache.encodedDistributed(d.distributed)
+		if !ok || !bytes.Equal(got, want) {
+			t.Errorf("shared %v: encodedDistributed = %x, %v; want %x", shared, got, ok, want)
+		}
+	}
+	if _, ok := cache.encodedDistributed(&pdsv1.PortfolioDistributed{EventId: "e-1"}); ok {
+		t.Error("a message the cache did not hand out was found")
 	}
 }

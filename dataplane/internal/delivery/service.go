@@ -202,6 +202,13 @@ func (s *Service) Open(ctx context.Context, tenantID, subscriptionID string, opt
 	return sess, nil
 }
 
+// EncodedEvent returns the protobuf encoding of ev, written from the event's stored bytes without
+// marshalling, when ev is the Event of a DeliveredEvent this Service handed out recently; ok is false
+// otherwise (then marshal ev).
+func (s *Service) EncodedEvent(ev *pdsv1.PortfolioDistributed) (_ []byte, ok bool) {
+	return s.decoded.encodedDistributed(ev)
+}
+
 // Acknowledge confirms delivered events by their ack ids. Ack ids this node does not hold for the
 // subscription (malformed, from another node, of a closed session, already acknowledged, or past their
 // ack deadline and so due for redelivery) are returned in unknown; that is not an error. err reports a
