@@ -26,81 +26,18 @@ const (
 // PDS stores events (a singular field twice, an unexpected wire type); the caller then marshals the
 // decoded event.
 func appendDistributed(dst, stored []byte) (_ []byte, ok bool) {
-	var eventID, timestamp, data, routing []byte
-	var hasData, hasRouting bool
-	seen := 0 // bit per singular field
-	for rest := stored; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return dst, false
-		}
-		rest = rest[n:]
-		if num >= storedEventID && num <= storedRouting && num != 3 {
-			if typ != protowire.BytesType || seen&(1<<num) != 0 {
-				return dst, false
-			}
-			seen |= 1 << num
-			value, n := protowire.ConsumeBytes(rest)
-			if n < 0 {
-				return dst, false
-			}
-			rest = rest[n:]
-			switch num {
-			case storedEventID:
-				eventID = value
-			case storedTimestamp:
-				timestamp = value
-			case storedData:
-				data, hasData = value, true
-			case storedRouting:
-				routing, hasRouting = value, true
-			}
-			continue
-		}
-		// data_type and unknown fields: ToDistributed leaves them out.
-		if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
-			return dst, false
-		}
-		rest = rest[n:]
+	// data_type and unknown fields are skipped: ToDistributed leaves them out.
+	var event fieldValues
+	if !event.scan(stored, fieldSet(storedEventID, storedTimestamp, storedData, storedRouting), 0) {
+		return dst, false
 	}
-
-	var topic, key []byte
-	var targets [][]byte
-	if hasRouting {
-		seenRouting := 0
-		for rest := routing; len(rest) > 0; {
-			num, typ, n := protowire.ConsumeTag(rest)
-			if n < 0 {
-				return dst, false
-			}
-			rest = rest[n:]
-			if num >= routingTopic && num <= routingTargetWorkflows {
-				if typ != protowire.BytesType || (num != routingTargetWorkflows && seenRouting&(1<<num) != 0) {
-					return dst, false
-				}
-				seenRouting |= 1 << num
-				value, n := protowire.ConsumeBytes(rest)
-				if n < 0 {
-					return dst, false
-				}
-				rest = rest[n:]
-				switch num {
-				case routingTopic:
-					topic = value
-				case routingKey:
-					key = value
-				default:
-					targets = append(targets, value)
-				}
-				continue
-			}
-			// priority and unknown fields: a DistributionInfo has none.
-			if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
-				return dst, false
-			}
-			rest = rest[n:]
-		}
+	// priority and unknown fields are skipped: a DistributionInfo has none.
+	var routing fieldValues
+	if !routing.scan(event.values[storedRouting], fieldSet(routingTopic, routingKey), routingTargetWorkflows) {
+		return dst, false
 	}
+	eventID, timestamp, data := event.values[storedEventID], event.values[storedTimestamp], event.values[storedData]
+	topic, key, targets := routing.values[routingTopic], routing.values[routingKey], routing.repeated
 
 	// proto3 leaves empty strings out; the distribution is always written (ToDistributed sets it), each
 	// target workflow too, even an empty one.
@@ -118,11 +55,63 @@ func appendDistributed(dst, stored []byte) (_ []byte, ok bool) {
 		dst = protowire.AppendTag(dst, routingTargetWorkflows, protowire.BytesType)
 		dst = protowire.AppendBytes(dst, t)
 	}
-	if hasData {
+	if event.present&(1<<storedData) != 0 {
 		dst = protowire.AppendTag(dst, deliveredData, protowire.BytesType)
 		dst = protowire.AppendBytes(dst, data)
 	}
 	return dst, true
+}
+
+// fieldSet is a bit per field number (below 32).
+func fieldSet(nums ...protowire.Number) uint32 {
+	var set uint32
+	for _, n := range nums {
+		set |= 1 << n
+	}
+	return set
+}
+
+// fieldValues holds the length-delimited fields of a message that scan picked out.
+type fieldValues struct {
+	values   [8][]byte // of the singular fields, by number
+	present  uint32    // a bit per singular field found
+	repeated [][]byte  // of the repeated field, in order
+}
+
+// scan picks out the singular fields (numbers below 8, each at most once) and the occurrences of the
+// repeated field (0: none) of message b, all length-delimited, and skips every other field. It reports
+// false when b is malformed or one of those fields breaks that shape.
+func (f *fieldValues) scan(b []byte, singular uint32, repeated protowire.Number) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		isSingular := num < 8 && singular&(1<<num) != 0
+		if !isSingular && (repeated == 0 || num != repeated) {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return false
+			}
+			b = b[n:]
+			continue
+		}
+		if typ != protowire.BytesType || (isSingular && f.present&(1<<num) != 0) {
+			return false
+		}
+		value, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		if isSingular {
+			f.values[num] = value
+			f.present |= 1 << num
+		} else {
+			f.repeated = append(f.repeated, value)
+		}
+	}
+	return true
 }
 
 func stringFieldSize(num protowire.Number, value []byte) int {
