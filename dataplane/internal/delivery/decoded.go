@@ -49,8 +49,9 @@ func newDecodedCache() *decodedCache {
 }
 
 // decode returns the decoded event for a record's bytes. With shared set it looks the record up first
-// and caches what it decodes; without, it only decodes: a record that a single session reads gains
-// nothing from the cache and would pay for the copy, the hash and the longer-lived garbage.
+// and caches what it decodes; without, it decodes only: a record that a single session reads gains
+// nothing from the lookup and would pay for the hash. Either way the event can be found from its
+// delivered message (byEvent) for as long as its slot is not taken.
 func (c *decodedCache) decode(encoded []byte, shared bool) (*decodedEvent, error) {
 	var slot *atomic.Pointer[decodedEvent]
 	if shared {
