@@ -161,23 +161,7 @@ pid_of() {
 }
 
 # wait_ready NAME URL: polls URL/readyz until it answers 200; fails when NAME exits or after 120s.
-wait_ready() {
-	local name="$1" url="$2" pid deadline=$((SECONDS + 120))
-	pid="$(pid_of "$name")"
-	until curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "$name exited during start-up; last lines of $logs/$name.log:"
-			tail -n 30 "$logs/$name.log" >&2
-			exit 1
-		fi
-		if ((SECONDS > deadline)); then
-			log "$name not ready after 120s"
-			tail -n 30 "$logs/$name.log" >&2
-			exit 1
-		fi
-		sleep 0.2
-	done
-}
+wait_ready() { wait_ready_http "$1" "$2" "$(pid_of "$1")" "$logs/$1.log" 120; }
 
 
 # load SCENARIO SYSTEM NAME RATES [ARG...]: one pds-load invocation; its table goes to SCENARIO-NAME.txt (and

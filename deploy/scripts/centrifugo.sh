@@ -92,15 +92,7 @@ install() {
 # centrifugo.log.
 
 
-pid_of() {
-	local dir="$1" pid
-	[[ -f "$dir/centrifugo.pid" ]] || return 1
-	pid="$(cat "$dir/centrifugo.pid")"
-	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
-	# The pid must still be this instance's server (pids are reused; a zombie has an empty command line).
-	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "--config $dir/config.json" || return 1
-	echo "$pid"
-}
+pid_of() { pid_from_file "$1/centrifugo.pid" "--config $1/config.json"; }
 
 is_running() { pid_of "$1" >/dev/null; }
 

@@ -47,3 +47,34 @@ stop_process() {
 	fi
 	wait "$pid" 2>/dev/null || true
 }
+
+# pid_from_file PIDFILE MARKER: prints the pid PIDFILE holds when that process still runs with MARKER in its
+# command line (pids are reused; a zombie has an empty command line).
+pid_from_file() {
+	local pid
+	[[ -f "$1" ]] || return 1
+	pid="$(cat "$1")"
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$2" || return 1
+	echo "$pid"
+}
+
+# wait_ready_http NAME URL PID LOGFILE SECONDS: polls URL/readyz until it answers 200; exits the script with
+# LOGFILE's last lines when PID exits first or SECONDS pass.
+wait_ready_http() {
+	local name="$1" url="$2" pid="$3" log_file="$4" limit="$5"
+	local deadline=$((SECONDS + limit))
+	until curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "$name exited during start-up; last lines of $log_file:"
+			tail -n 30 "$log_file" >&2
+			exit 1
+		fi
+		if ((SECONDS > deadline)); then
+			log "$name not ready after ${limit}s: $(curl -sS "$url/readyz" 2>&1 || true)"
+			tail -n 30 "$log_file" >&2
+			exit 1
+		fi
+		sleep 0.2
+	done
+}

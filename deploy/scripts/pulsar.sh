@@ -147,15 +147,7 @@ java_major() {
 # was started with; the ports are reused by the next start), pulsar.pid, data/, logs/, secrets/ (--secure).
 
 
-pid_of() {
-	local dir="$1" pid
-	[[ -f "$dir/pulsar.pid" ]] || return 1
-	pid="$(cat "$dir/pulsar.pid")"
-	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
-	# The pid must still be this instance's JVM (pids are reused; a zombie has an empty command line).
-	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "-c $dir/standalone.conf" || return 1
-	echo "$pid"
-}
+pid_of() { pid_from_file "$1/pulsar.pid" "-c $1/standalone.conf"; }
 
 is_running() { pid_of "$1" >/dev/null; }
 

@@ -100,21 +100,8 @@ start_process() {
 
 # wait_ready NAME URL PID: polls URL/readyz until it answers 200; fails when the process exits or after 90s.
 wait_ready() {
-	local name="$1" url="$2" pid="$3" deadline=$((SECONDS + 90))
-	until curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "$name exited during start-up; last lines of $logs/$name.log:"
-			tail -n 30 "$logs/$name.log" >&2
-			exit 1
-		fi
-		if ((SECONDS > deadline)); then
-			log "$name not ready after 90s: $(curl -sS "$url/readyz" 2>&1 || true)"
-			tail -n 30 "$logs/$name.log" >&2
-			exit 1
-		fi
-		sleep 0.2
-	done
-	log "$name is ready at $url"
+	wait_ready_http "$1" "$2" "$3" "$logs/$1.log" 90
+	log "$1 is ready at $2"
 }
 
 # connect_call URL/SERVICE/METHOD JSON: a unary Connect call with a JSON body. Prints the response body;
