@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pds-platform/pds/dataplane/internal/loadgen"
+	"github.com/pds-platform/pds/dataplane/internal/loadgen/systemtest"
 )
 
 // Environment variables naming the Pulsar that integration tests use (the same as the broker driver's).
@@ -47,4 +48,17 @@ func AssertTenantGone(t *testing.T, adminURL string, topology loadgen.Topology) 
 	if exists {
 		t.Errorf("tenant %s still exists after Cleanup", tenant)
 	}
+}
+
+// CheckSystem runs systemtest.Check on a system that reads Pulsar through Key_Shared subscriptions, which
+// may redeliver when consumers join or leave (the check logs how many), and checks that its Cleanup
+// removed the run's tenant from the Pulsar behind adminURL.
+func CheckSystem(t *testing.T, sys loadgen.System, adminURL string) {
+	t.Helper()
+	systemtest.Check(t, sys, systemtest.Options{
+		AllowDuplicates: true,
+		AfterCleanup: func(t *testing.T, topology loadgen.Topology) {
+			AssertTenantGone(t, adminURL, topology)
+		},
+	})
 }

@@ -16,13 +16,7 @@ func newSystem(tb testing.TB) (loadgen.System, string) {
 
 func TestEachSubscriptionReceivesExactlyItsEvents(t *testing.T) {
 	sys, adminURL := newSystem(t)
-	systemtest.Check(t, sys, systemtest.Options{
-		// Key_Shared may redeliver when consumers join or leave; the check logs how many.
-		AllowDuplicates: true,
-		AfterCleanup: func(t *testing.T, topology loadgen.Topology) {
-			pulsarsetup.AssertTenantGone(t, adminURL, topology)
-		},
-	})
+	pulsarsetup.CheckSystem(t, sys, adminURL)
 }
 
 // BenchmarkThroughput is run by hand, with a fixed count:
