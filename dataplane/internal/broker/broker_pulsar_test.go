@@ -22,9 +22,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// pulsarTestEnv returns the Pulsar under test, or skips: make test starts one and sets both variables.
+// pulsarTestEnv returns the Pulsar under test, or skips: under -short, and when no Pulsar is named (make
+// test starts one and sets both variables).
 func pulsarTestEnv(t testing.TB) (serviceURL, adminURL string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs against a real Pulsar")
+	}
 	serviceURL, adminURL = os.Getenv("PDS_TEST_PULSAR_URL"), os.Getenv("PDS_TEST_PULSAR_ADMIN_URL")
 	if serviceURL == "" || adminURL == "" {
 		t.Skip("PDS_TEST_PULSAR_URL and PDS_TEST_PULSAR_ADMIN_URL are not set: no Pulsar to test against (make test starts one)")
@@ -136,9 +140,6 @@ func openPulsarForTest(t testing.TB, serviceURL, adminURL, prefix string) *Pulsa
 
 func TestPulsarConformance(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	prefixes := sync.Map{} // Broker -> its tenant prefix, for reopen
 	runConformance(t, conformanceDriver{
@@ -176,9 +177,6 @@ func rawPulsarClient(t *testing.T, serviceURL string) pulsar.Client {
 
 func TestPulsarMessagesCarryKeyPartitionAndProperties(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	b := openPulsarForTest(t, serviceURL, adminURL, newPulsarTenantPrefix(t, adminURL))
 	topic := newTopic(t, b, 3)
@@ -235,9 +233,6 @@ func TestPulsarMessagesCarryKeyPartitionAndProperties(t *testing.T) {
 
 func TestPulsarKeySharedKeepsOrderPerKeyAcrossTwoConsumers(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	prefix := newPulsarTenantPrefix(t, adminURL)
 	// Two brokers stand for two data-plane nodes serving one subscription.
@@ -357,9 +352,6 @@ func allAt(last map[string]keySeen, seq int) bool {
 
 func TestPulsarPartitionIncreaseWhilePublishing(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	prefix := newPulsarTenantPrefix(t, adminURL)
 	// The admin node grows the topic while another node keeps publishing with its cached producer.
@@ -616,9 +608,6 @@ func TestPulsarPartitionOfAndReceiverQueue(t *testing.T) {
 
 func TestPulsarRecordsReleasedByClosedConsumerComeBackAsAttempt2(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	// Pulsar keeps redelivery counts only while the subscription has a consumer. With another consumer
 	// attached (streams or nodes sharing a subscription) Pulsar counts the nack the closing consumer sends
@@ -690,9 +679,6 @@ func waitDetached(t *testing.T, b *PulsarBroker, c *pulsarConsumer) {
 
 func TestPulsarTwoNodesGrowingOneTopicAtOnceBothSucceed(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	prefix := newPulsarTenantPrefix(t, adminURL)
 	nodes := []*PulsarBroker{openPulsarForTest(t, serviceURL, adminURL, prefix), openPulsarForTest(t, serviceURL, adminURL, prefix)}
@@ -725,9 +711,6 @@ func TestPulsarTwoNodesGrowingOneTopicAtOnceBothSucceed(t *testing.T) {
 // groups acks for up to 100ms by default, and drops incoming records whose ack is still pending).
 func TestPulsarSeekToEarliestWithConsumerAttachedReplaysAcknowledgedRecords(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	b := openPulsarForTest(t, serviceURL, adminURL, newPulsarTenantPrefix(t, adminURL))
 	topic := newTopic(t, b, 2)
@@ -779,9 +762,6 @@ func receiveDistinct(t *testing.T, c Consumer, want []string) []string {
 // closing that consumer under the driver's feet: Pulsar forgets it, the driver still holds it.
 func TestPulsarReplacesAPartitionConsumerPulsarDropped(t *testing.T) {
 	serviceURL, adminURL := pulsarTestEnv(t)
-	if testing.Short() {
-		t.Skip("runs against a real Pulsar")
-	}
 	t.Parallel()
 	prefix := newPulsarTenantPrefix(t, adminURL)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
