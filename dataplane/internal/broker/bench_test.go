@@ -19,23 +19,34 @@ import (
 // benchPublish measures stored records per second from benchPublishers concurrent callers, perCall
 // records per Publish call.
 func benchPublish(b *testing.B, br Broker, topic TopicRef, perCall int) {
-	var next atomic.Int64
 	value := make([]byte, benchValueBytes)
+	publishInParallel(b, br, topic, perCall, func(n int64) Record {
+		return Record{Partition: int(n % benchPartitions), Key: fmt.Sprintf("PF-%d", n%64), EventID: "e", Value: value}
+	}, nil)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// publishInParallel publishes b.N records from benchPublishers concurrent callers, perCall records per
+// Publish call, and resets the timer first. record builds the nth record (from 1); beforePublish, when
+// set, sees each call's records just before the call.
+func publishInParallel(b *testing.B, br Broker, topic TopicRef, perCall int, record func(n int64) Record, beforePublish func([]Record)) {
+	var next atomic.Int64
 	b.SetParallelism(benchPublishers / runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		records := make([]Record, 0, perCall)
 		flush := func() {
+			if beforePublish != nil {
+				beforePublish(records)
+			}
 			if err := br.Publish(ctx, topic, records); err != nil {
 				b.Error(err)
 			}
 			records = records[:0]
 		}
 		for pb.Next() {
-			n := next.Add(1)
-			records = append(records, Record{Partition: int(n % benchPartitions), Key: fmt.Sprintf("PF-%d", n%64), EventID: "e", Value: value})
-			if len(records) == perCall {
+			if records = append(records, record(next.Add(1))); len(records) == perCall {
 				flush()
 			}
 		}
@@ -43,7 +54,6 @@ func benchPublish(b *testing.B, br Broker, topic TopicRef, perCall int) {
 			flush()
 		}
 	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 func benchBrokerPublishReceive(b *testing.B, br Broker, perCall int) {
@@ -77,30 +87,12 @@ func benchBrokerPublishReceive(b *testing.B, br Broker, perCall int) {
 			}
 		}
 	}()
-	var next atomic.Int64
-	b.SetParallelism(benchPublishers / runtime.GOMAXPROCS(0))
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		records := make([]Record, 0, perCall)
-		flush := func() {
-			now := uint64(time.Now().UnixNano())
-			for _, r := range records {
-				binary.BigEndian.PutUint64(r.Value, now)
-			}
-			if err := br.Publish(ctx, topic, records); err != nil {
-				b.Error(err)
-			}
-			records = records[:0]
-		}
-		for pb.Next() {
-			n := next.Add(1)
-			records = append(records, Record{Partition: int(n % benchPartitions), Key: fmt.Sprintf("PF-%d", n%64), EventID: "e", Value: make([]byte, benchValueBytes)})
-			if len(records) == perCall {
-				flush()
-			}
-		}
-		if len(records) > 0 {
-			flush()
+	publishInParallel(b, br, topic, perCall, func(n int64) Record {
+		return Record{Partition: int(n % benchPartitions), Key: fmt.Sprintf("PF-%d", n%64), EventID: "e", Value: make([]byte, benchValueBytes)}
+	}, func(records []Record) {
+		now := uint64(time.Now().UnixNano())
+		for _, r := range records {
+			binary.BigEndian.PutUint64(r.Value, now)
 		}
 	})
 	<-received
@@ -172,33 +164,14 @@ func benchRouting(b *testing.B, br Broker, routed bool) {
 		}()
 	}
 	value := make([]byte, benchValueBytes)
-	var next atomic.Int64
 	cpuBefore := processCPU()
-	b.SetParallelism(benchPublishers / runtime.GOMAXPROCS(0))
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		records := make([]Record, 0, perCall)
-		flush := func() {
-			if err := br.Publish(ctx, topic, records); err != nil {
-				b.Error(err)
-			}
-			records = records[:0]
+	publishInParallel(b, br, topic, perCall, func(n int64) Record {
+		r := Record{Partition: int(n % partitions), Key: fmt.Sprintf("PF-%d", n%1000), EventID: "e", Value: value}
+		if routed {
+			r.TargetWorkflows = targets[n%benchWorkflows]
 		}
-		for pb.Next() {
-			n := next.Add(1)
-			r := Record{Partition: int(n % partitions), Key: fmt.Sprintf("PF-%d", n%1000), EventID: "e", Value: value}
-			if routed {
-				r.TargetWorkflows = targets[n%benchWorkflows]
-			}
-			records = append(records, r)
-			if len(records) == perCall {
-				flush()
-			}
-		}
-		if len(records) > 0 {
-			flush()
-		}
-	})
+		return r
+	}, nil)
 	for range benchWorkflows {
 		<-done
 	}
