@@ -418,33 +418,44 @@ func (c *pulsarConsumer) consumerOf(partitionTopic string) *partitionConsumer {
 // maintainPartitions attaches partitions added to the topic, by this or another node, and replaces the
 // consumers Pulsar dropped without the client noticing (checkAttached).
 func (c *pulsarConsumer) maintainPartitions() {
-	interval := c.broker.opts.PartitionsDiscovery
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	check := attachCheck{interval: interval, next: time.Now().Add(interval)}
+	discover := time.NewTicker(c.broker.opts.PartitionsDiscovery)
+	defer discover.Stop()
+	check := attachCheck{interval: firstAttachCheckInterval}
+	checkTimer := time.NewTimer(check.interval)
+	defer checkTimer.Stop()
 	for {
 		select {
 		case <-c.closedCh:
 			return
-		case now := <-tick.C:
-			c.checkAttached(now, &check)
-			if err := c.attachPartitions(); err != nil && !errors.Is(err, ErrClosed) {
-				c.broker.log.Warn("attaching partitions failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
+		case <-discover.C:
+		case <-checkTimer.C:
+			replaced := c.checkAttached(&check)
+			checkTimer.Reset(check.interval)
+			if !replaced {
+				continue
 			}
+		}
+		if err := c.attachPartitions(); err != nil && !errors.Is(err, ErrClosed) {
+			c.broker.log.Warn("attaching partitions failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
 		}
 	}
 }
 
-// attachCheck paces checkAttached: from every PartitionsDiscovery after Subscribe, doubling up to
+// attachCheck paces checkAttached: from firstAttachCheckInterval after Subscribe, doubling up to
 // maxAttachCheckInterval while every consumer is found attached, back to the start while one is not.
 type attachCheck struct {
 	interval time.Duration
-	next     time.Time
 	// lastReceived[partition topic] is the received count at the previous check.
 	lastReceived map[string]int64
 }
 
-const maxAttachCheckInterval = time.Minute
+// firstAttachCheckInterval is short because the problems checkAttached repairs mostly follow a change
+// of the subscription's consumers, such as this one subscribing: a partition left without its records
+// is then found within a few seconds, not after a long wait the subscriber would notice.
+const (
+	firstAttachCheckInterval = time.Second
+	maxAttachCheckInterval   = time.Minute
+)
 
 // suspectChecksBeforeReplace is how many checks in a row must find a partition's consumer idle and lost or
 // stuck before it is replaced: one may catch it reconnecting, or records about to be dispatched.
@@ -461,10 +472,9 @@ const suspectChecksBeforeReplace = 2
 //     never dispatched, apache/pulsar#23845); attaching again makes it read them.
 //
 // Both receive nothing, so only partitions idle since the last check are looked up, in the topic's stats.
-func (c *pulsarConsumer) checkAttached(now time.Time, check *attachCheck) {
-	if now.Before(check.next) {
-		return
-	}
+//
+// It reports whether it replaced a consumer, to be attached again at once.
+func (c *pulsarConsumer) checkAttached(check *attachCheck) (replaced bool) {
 	c.partMu.Lock()
 	idle := map[string]*partitionConsumer{}
 	received := make(map[string]int64, len(c.partitions))
@@ -480,20 +490,21 @@ func (c *pulsarConsumer) checkAttached(now time.Time, check *attachCheck) {
 		received[pt] = entry.received.Load()
 		if prev, seen := check.lastReceived[pt]; seen && prev == received[pt] {
 			idle[pt] = entry
+		} else {
+			entry.suspect = 0 // records flowed: earlier suspicions are void
 		}
 	}
 	c.partMu.Unlock()
 	check.lastReceived = received
-	check.next = now.Add(check.interval)
 	if len(idle) == 0 {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultPulsarAdminRequestsTimeout)
 	defer cancel()
 	stats, err := c.broker.admin.Topics().GetPartitionedStatsWithContext(ctx, mustTopicName(c.topic), true)
 	if err != nil {
 		c.broker.log.Warn("checking that Pulsar still has this node's consumers failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
-		return
+		return false
 	}
 	suspects := 0
 	for pt, entry := range idle {
@@ -507,16 +518,17 @@ func (c *pulsarConsumer) checkAttached(now time.Time, check *attachCheck) {
 			continue
 		}
 		if c.detachPartition(pt, entry) {
+			replaced = true
 			c.broker.log.Warn("partition consumer gets no records from Pulsar; attaching it again",
 				"topic", pt, "subscription", c.subscription, "consumer", entry.pc.Name(), "problem", problem)
 		}
 	}
 	if suspects > 0 {
-		check.interval = c.broker.opts.PartitionsDiscovery
+		check.interval = firstAttachCheckInterval
 	} else {
 		check.interval = min(2*check.interval, maxAttachCheckInterval)
 	}
-	check.next = now.Add(check.interval)
+	return replaced
 }
 
 // partitionProblem says why, by the topic's stats, a partition consumer gets no records: "" when nothing
