@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +9,11 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pds-platform/pds/common/syncbuf"
 )
 
 // readyTimeout bounds how long a process may take to answer /readyz with 200.
@@ -28,27 +28,10 @@ type process struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	// exited is closed once the process has exited and err holds what Wait returned.
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startProcess starts binary with args. When the test ends a process still running is stopped with SIGTERM
@@ -56,7 +39,7 @@ func (b *syncBuffer) String() string {
 // build fails the test.
 func startProcess(t *testing.T, name, binary string, args ...string) *process {
 	t.Helper()
-	p := &process{t: t, name: name, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &process{t: t, name: name, out: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"net/http"
@@ -9,11 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pds-platform/pds/common/syncbuf"
 	"github.com/pds-platform/pds/db/pgtest"
 )
 
@@ -45,30 +44,13 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestSIGTERMShutsDownGracefully(t *testing.T) {
 	t.Parallel()
 	bin := binary(t)
 	httpAddr := freeAddr(t)
 	cmd := exec.Command(bin, "--http-addr", httpAddr, "--raft-addr", freeAddr(t), "--data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "PDS_DATABASE_URL="+pgtest.NewDatabase(t))
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start: %v", err)

@@ -130,7 +130,7 @@ func openPulsarForTest(t testing.TB, serviceURL, adminURL, prefix string) *Pulsa
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	b, err := OpenPulsar(ctx, PulsarOptions{ServiceURL: serviceURL, AdminURL: adminURL, TenantPrefix: prefix})
+	b, err := OpenPulsar(ctx, PulsarOptions{ServiceURL: serviceURL, AdminURL: adminURL, TenantPrefix: prefix, Logger: logOnFailure(t)})
 	if err != nil {
 		t.Fatalf("OpenPulsar(%s, %s): %v", serviceURL, adminURL, err)
 	}
@@ -766,7 +766,7 @@ func TestPulsarReplacesAPartitionConsumerPulsarDropped(t *testing.T) {
 	prefix := newPulsarTenantPrefix(t, adminURL)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	b, err := OpenPulsar(ctx, PulsarOptions{ServiceURL: serviceURL, AdminURL: adminURL, TenantPrefix: prefix, PartitionsDiscovery: 200 * time.Millisecond})
+	b, err := OpenPulsar(ctx, PulsarOptions{ServiceURL: serviceURL, AdminURL: adminURL, TenantPrefix: prefix, Logger: logOnFailure(t)})
 	if err != nil {
 		t.Fatalf("OpenPulsar: %v", err)
 	}
