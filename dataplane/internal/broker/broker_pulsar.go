@@ -119,6 +119,8 @@ type PulsarBroker struct {
 	closing sync.WaitGroup
 	// released remembers the attempts of records released by closed consumers (see releasedAttempts).
 	released releasedAttempts
+	// topicStats reads topics' stats for the consumers' attach checks.
+	topicStats *topicStatsReads
 
 	mu         sync.Mutex
 	namespaces map[string]bool // ensured namespaces, by tenant/namespace
@@ -167,6 +169,9 @@ func OpenPulsar(ctx context.Context, opts PulsarOptions) (*PulsarBroker, error) 
 		consumers:  map[*pulsarConsumer]struct{}{},
 		views:      map[string]*pulsarView{},
 	}
+	b.topicStats = newTopicStatsReads(func(ctx context.Context, topic string) (utils.PartitionedTopicStats, error) {
+		return admin.Topics().GetPartitionedStatsWithContext(ctx, mustTopicName(topic), true)
+	})
 	err = b.retryAdmin(ctx, "list clusters", func(ctx context.Context) error {
 		clusters, err := admin.Clusters().ListWithContext(ctx)
 		b.clusters = clusters

@@ -471,7 +471,8 @@ const suspectChecksBeforeReplace = 2
 //     consumer holding unacknowledged records disconnects (its records wait in the replay queue and are
 //     never dispatched, apache/pulsar#23845); attaching again makes it read them.
 //
-// Both receive nothing, so only partitions idle since the last check are looked up, in the topic's stats.
+// Both receive nothing, so only partitions idle since the last check are looked up, in the topic's stats
+// (read once for the node's consumers of the topic checking at about the same time, topicStatsReads).
 //
 // It reports whether it replaced a consumer, to be attached again at once.
 func (c *pulsarConsumer) checkAttached(check *attachCheck) (replaced bool) {
@@ -501,7 +502,7 @@ func (c *pulsarConsumer) checkAttached(check *attachCheck) (replaced bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultPulsarAdminRequestsTimeout)
 	defer cancel()
-	stats, err := c.broker.admin.Topics().GetPartitionedStatsWithContext(ctx, mustTopicName(c.topic), true)
+	stats, err := c.broker.topicStats.get(ctx, c.topic)
 	if err != nil {
 		c.broker.log.Warn("checking that Pulsar still has this node's consumers failed, retrying", "topic", c.topic, "subscription", c.subscription, "err", err)
 		return false
