@@ -22,9 +22,6 @@ func event(id string, dataType pdsv1.PortfolioDataType, portfolioID string, tota
 }
 
 func TestNewestEventPerPortfolioIsReadBackAndStoredInTheBrokerTable(t *testing.T) {
-	if testing.Short() {
-		t.Skip("uses the embedded broker; skipped with -short")
-	}
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -91,9 +88,6 @@ func TestNewestEventPerPortfolioIsReadBackAndStoredInTheBrokerTable(t *testing.T
 
 // A value written by earlier versions (a PortfolioDistributed message) still reads back.
 func TestViewWrittenByEarlierVersionsIsRead(t *testing.T) {
-	if testing.Short() {
-		t.Skip("uses the embedded broker; skipped with -short")
-	}
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -116,9 +110,13 @@ func TestViewWrittenByEarlierVersionsIsRead(t *testing.T) {
 	}
 }
 
-// newStore opens an embedded broker and a Store over it, both closed when the test ends.
+// newStore opens an embedded broker and a Store over it, both closed when the test ends; under -short it
+// skips the test instead.
 func newStore(ctx context.Context, t *testing.T) (*broker.EmbeddedBroker, *latest.Store) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("uses the embedded broker; skipped with -short")
+	}
 	b, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("open embedded broker: %v", err)
