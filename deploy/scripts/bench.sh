@@ -40,6 +40,7 @@
 #                          leave those parts out (the embedded data plane, the engine-alone baseline,
 #                          the peer, everything on Pulsar)
 #   BENCH_SCENARIOS        the scenarios to run (default "route streams fanout slow sustained")
+#   BENCH_LOAD_ARGS        extra pds-load flags for every recorded run, e.g. "--publishers 8 --batch 500"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
@@ -175,7 +176,7 @@ load() {
 	if ! "$bin/pds-load" --scenario "$scenario" --system "$system" --name "$name" --rates "$rates" \
 		--duration "$run_duration" --warmup "$warmup" --drain-timeout "$drain_timeout" \
 		--stop-when-saturated="$([[ "${BENCH_FULL_SWEEP:-0}" == 1 ]] && echo false || echo true)" \
-		--out "$results/results.jsonl" "$@" 2>>"$logs/pds-load.log" | tee -a "$results/$scenario-$name.txt" >&2; then
+		--out "$results/results.jsonl" ${BENCH_LOAD_ARGS:-} "$@" 2>>"$logs/pds-load.log" | tee -a "$results/$scenario-$name.txt" >&2; then
 		log "scenario $scenario on $name failed (see $logs/pds-load.log); going on"
 	fi
 }
@@ -292,6 +293,7 @@ disk_room_for_sustained() {
 	echo "go: $(go env GOVERSION)"
 	echo "quick: ${BENCH_QUICK:-0}; rates $rates; duration $duration (warm-up $warmup); fanout $fanout_rate/s;" \
 		"slow $slow_rate/s; sustained $sustained at $sustained_rate/s; drain timeout $drain_timeout"
+	echo "pds-load extra flags: ${BENCH_LOAD_ARGS:-none}"
 	echo "pulsar: producer batching 1 ms (data plane driver default, baselines); broker overrides:"
 	grep -v '^[[:space:]]*#' deploy/pulsar/standalone-overrides.conf | grep '=' | sed 's/^/  /'
 } >"$results/settings.txt"

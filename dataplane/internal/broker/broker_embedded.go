@@ -142,6 +142,10 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		JetStreamMaxMemory: 64 << 20,
 		SyncAlways:         o.SyncInterval == 0,
 		SyncInterval:       o.SyncInterval,
+		// The engine's only clients are this process's connections, and what it may have queued for them
+		// is bounded by their consumers' pull requests (pullBytes each), so its default cut-off (64 MiB)
+		// would only turn a burst into a lost connection.
+		MaxPending: 1 << 30,
 	}
 	srv, err := server.NewServer(srvOpts)
 	if err != nil {
@@ -169,10 +173,23 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		kv:         map[string]jetstream.KeyValue{},
 		changing:   map[string]chan struct{}{},
 	}
+	// The engine may still cut a connection off (a client that falls too far behind reading is a slow
+	// consumer to it): the connections then reconnect at once rather than leave the broker unusable until
+	// the process restarts. Pull requests lost with the connection are renewed after their expiry, and
+	// writes awaiting the engine's answer fail, so their publishers retry.
 	connect := func(name string) (*nats.Conn, error) {
-		return nats.Connect("", nats.InProcessServer(srv), nats.Name(name), nats.NoReconnect(),
+		return nats.Connect("", nats.InProcessServer(srv), nats.Name(name),
+			nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond), nats.ReconnectJitter(0, 0),
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				o.Logger.Warn("embedded broker connection error", "conn", name, "err", err)
+			}),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if !b.isClosed() {
+					o.Logger.Error("embedded broker connection lost; reconnecting", "conn", name, "err", err)
+				}
+			}),
+			nats.ReconnectHandler(func(*nats.Conn) {
+				o.Logger.Warn("embedded broker connection restored", "conn", name)
 			}))
 	}
 	if b.pubConn, err = connect("pds-publish"); err != nil {
@@ -245,8 +262,12 @@ func (b *EmbeddedBroker) shutdown() error {
 		if nc == nil {
 			continue
 		}
-		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, err)
+		if err := nc.Drain(); err != nil {
+			// Closed already, or reconnecting with nothing to drain to.
+			nc.Close()
+			if !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionReconnecting) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for _, nc := range []*nats.Conn{b.subConn, b.pubConn} {

@@ -28,6 +28,14 @@ const pullExpiry = time.Second
 // maxPullBatch caps the engine messages asked for in one pull request (each holds up to BatchRecords).
 const maxPullBatch = 256
 
+// pullBytesSlack covers what the engine counts in a message's size besides the frame (subject, reply
+// subject, headers).
+const pullBytesSlack = 4 << 10
+
+// oversizedPullBytes lets one pull request bring the largest message the engine accepts. A request asks for
+// it only after the engine refused to send a message to a smaller one.
+const oversizedPullBytes = embeddedMaxPayload + pullBytesSlack
+
 // ErrSubscriptionGone is returned by Receive when the subscription or its topic was deleted at the broker
 // while the consumer was attached.
 var ErrSubscriptionGone = errors.New("subscription deleted at the broker")
@@ -264,6 +272,8 @@ type pullRequest struct {
 	open      bool
 	remaining int       // messages it may still bring
 	deadline  time.Time // past this it is treated as ended even if its timeout status got lost
+	// oversized asks for a message larger than the usual bound on a request's bytes (see pullBytes).
+	oversized bool
 }
 
 type bufferedRecord struct {
@@ -295,6 +305,9 @@ type embeddedConsumer struct {
 	// seekDone, while set, is closed when a seek of the subscription has finished; no pull before that.
 	seekDone      <-chan struct{}
 	request       pullRequest // the newest pull request
+	// nextOversized makes the next pull request ask for up to the engine's largest message: the engine
+	// ended the last one because its next message did not fit.
+	nextOversized bool
 	buffer        []bufferedRecord
 	batches       map[uint64]*fetchedBatch // newest delivery held, by stream sequence
 	outstanding   map[string]heldRecord    // handed out, not acked or nacked, by token
@@ -386,11 +399,12 @@ func (c *embeddedConsumer) pull(ctx context.Context, batch int) error {
 		return nil
 	}
 	if !c.request.open || time.Now().After(c.request.deadline) {
-		c.request = pullRequest{seq: c.request.seq + 1, open: true, remaining: batch, deadline: time.Now().Add(pullExpiry + time.Second)}
+		c.request = pullRequest{seq: c.request.seq + 1, open: true, remaining: batch, deadline: time.Now().Add(pullExpiry + time.Second), oversized: c.nextOversized}
 		req, _ := json.Marshal(struct {
-			Batch   int           `json:"batch"`
-			Expires time.Duration `json:"expires"`
-		}{batch, pullExpiry})
+			Batch    int           `json:"batch"`
+			MaxBytes int           `json:"max_bytes"`
+			Expires  time.Duration `json:"expires"`
+		}{batch, c.pullBytes(c.request.oversized), pullExpiry})
 		if err := c.broker.subConn.PublishRequest(c.pullSubject, c.requestInbox(c.request.seq), req); err != nil {
 			c.request.open = false
 			c.mu.Unlock()
@@ -431,6 +445,17 @@ func (c *embeddedConsumer) pull(ctx context.Context, batch int) error {
 	}
 }
 
+// pullBytes bounds the bytes one pull request may bring: room for a few full batches, so that what the
+// engine has sent and this process not yet read stays small whatever the number of consumers (the engine
+// cuts off a connection with more than its MaxPending waiting), and a message larger than that, which
+// the engine will not send to such a request, comes with an oversized one.
+func (c *embeddedConsumer) pullBytes(oversized bool) int {
+	if oversized {
+		return oversizedPullBytes
+	}
+	return 4*c.broker.opts.BatchBytes + pullBytesSlack
+}
+
 func (c *embeddedConsumer) requestInbox(seq uint64) string {
 	return c.inbox + "." + strconv.FormatUint(seq, 10)
 }
@@ -452,12 +477,18 @@ func (c *embeddedConsumer) handleIncoming(m *nats.Msg) error {
 			return nil // heartbeat, or the end of a request already given up on
 		}
 		c.request.open = false
+		description := m.Header.Get("Description")
 		// 503: nothing answers pull requests for this consumer any more (it or its stream is gone).
-		if status == "503" || (status == "409" && strings.Contains(m.Header.Get("Description"), "Consumer Deleted")) {
+		if status == "503" || (status == "409" && strings.Contains(description, "Consumer Deleted")) {
 			return ErrSubscriptionGone
+		}
+		if status == "409" && strings.Contains(description, "Exceeds MaxBytes") {
+			c.nextOversized = true
 		}
 		return nil
 	}
+	// A delivery names its stream subject, not its request: any one ends the need for an oversized request.
+	c.nextOversized = false
 	// Deliveries carry their stream subject, not the request's inbox, so each counts against the newest
 	// request; one left over from an abandoned request only makes the next request open a little early.
 	c.request.remaining--

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -653,5 +655,74 @@ func TestEmbeddedReceiveReportsDeletedSubscription(t *testing.T) {
 				t.Fatalf("Receive on a consumer whose subscription is gone: got %v, want ErrSubscriptionGone", err)
 			}
 		})
+	}
+}
+
+// TestEmbeddedRecoversFromALostEngineConnection cuts off both connections to the engine, as it does with a
+// client that falls too far behind reading: publishing and delivery resume without a restart.
+func TestEmbeddedRecoversFromALostEngineConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an in-process JetStream server")
+	}
+	t.Parallel()
+	b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{})
+	topic := newTopic(t, b, 2)
+	c := subscribe(t, b, newSubscription(topic), ConsumerOptions{AckDeadline: time.Minute})
+	before := makeRecords("before", 10, 2)
+	publish(t, b, topic, before)
+	assertSameIDs(t, "records before the cut", eventIDs(receiveN(t, c, len(before), true)), sortedIDs(before))
+
+	for _, nc := range []*nats.Conn{b.pubConn, b.subConn} {
+		id, err := nc.GetClientID()
+		if err != nil {
+			t.Fatalf("client id of %s: %v", nc.Opts.Name, err)
+		}
+		if err := b.server.DisconnectClientByID(id); err != nil {
+			t.Fatalf("cut off %s: %v", nc.Opts.Name, err)
+		}
+	}
+
+	// A write awaiting the engine's answer when the connection went fails; its publisher retries.
+	after := makeRecords("after", 10, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for {
+		err := b.Publish(ctx, topic, after)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Publish after the engine cut the connections off never succeeded: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := receiveN(t, c, len(after), true)
+	assertSameIDs(t, "records after the cut", eventIDs(got), sortedIDs(after))
+}
+
+// TestEmbeddedDeliversARecordLargerThanAPullRequestAsks: a pull request asks for a few batches' worth of
+// bytes, and the engine does not send a larger message to it; the consumer asks again for up to the
+// largest message, and the records after it follow.
+func TestEmbeddedDeliversARecordLargerThanAPullRequestAsks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an in-process JetStream server")
+	}
+	t.Parallel()
+	b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{BatchBytes: 8 << 10})
+	topic := newTopic(t, b, 1)
+	c := subscribe(t, b, newSubscription(topic), ConsumerOptions{AckDeadline: time.Minute})
+	records := makeRecords("large", 5, 1)
+	records[2].Value = bytes.Repeat([]byte{'L'}, 1<<20)
+	if size := encodedRecordSize(&records[2]); size <= c.(*embeddedConsumer).pullBytes(false) {
+		t.Fatalf("the test's large record (%d bytes) fits a usual pull request (%d bytes)", size, c.(*embeddedConsumer).pullBytes(false))
+	}
+	for _, r := range records {
+		publish(t, b, topic, []Record{r})
+	}
+	got := receiveN(t, c, len(records), true)
+	for i, d := range got {
+		if d.EventID != records[i].EventID || !bytes.Equal(d.Value, records[i].Value) {
+			t.Fatalf("delivery %d: got %q (%d bytes), want %q (%d bytes)", i, d.EventID, len(d.Value), records[i].EventID, len(records[i].Value))
+		}
 	}
 }
