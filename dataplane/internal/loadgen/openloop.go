@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // openLoop publishes a run's events at a fixed rate whatever the system does: event seq is due at
@@ -26,10 +28,15 @@ type openLoop struct {
 	lastReturnNanos atomic.Int64
 
 	firstErr atomic.Pointer[string]
+
+	// acked is how long each accepted event took from when it was due until its Publish returned (the
+	// system's write path alone, publisher waits included), merged from every publisher as it ends.
+	ackedMu sync.Mutex
+	acked   *hdrhistogram.Histogram
 }
 
 func newOpenLoop(l *ledger, events *EventSource, cfg RunConfig) *openLoop {
-	return &openLoop{ledger: l, events: events, batch: uint64(cfg.MaxBatch), linger: cfg.Linger, timeout: cfg.PublishTimeout}
+	return &openLoop{ledger: l, events: events, batch: uint64(cfg.MaxBatch), linger: cfg.Linger, timeout: cfg.PublishTimeout, acked: newHistogram()}
 }
 
 // run publishes every event of the run through publishers, one goroutine each, and returns once all are done.
@@ -46,6 +53,12 @@ func (o *openLoop) publishLoop(ctx context.Context, p Publisher) {
 	buf := make([]Event, 0, o.batch)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	acked := newHistogram()
+	defer func() {
+		o.ackedMu.Lock()
+		o.acked.Merge(acked)
+		o.ackedMu.Unlock()
+	}()
 	for ctx.Err() == nil {
 		next := o.claimed.Load()
 		if next >= l.events {
@@ -78,11 +91,11 @@ func (o *openLoop) publishLoop(ctx context.Context, p Publisher) {
 		for seq := next; seq < next+n; seq++ {
 			buf = append(buf, o.events.Event(seq, l.due(seq)))
 		}
-		o.publish(ctx, p, buf)
+		o.publish(ctx, p, buf, acked)
 	}
 }
 
-func (o *openLoop) publish(ctx context.Context, p Publisher, events []Event) {
+func (o *openLoop) publish(ctx context.Context, p Publisher, events []Event, acked *hdrhistogram.Histogram) {
 	callCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	err := p.Publish(callCtx, events)
 	cancel()
@@ -98,6 +111,20 @@ func (o *openLoop) publish(ctx context.Context, p Publisher, events []Event) {
 	}
 	o.ledger.published(events)
 	o.accepted.Add(uint64(len(events)))
+	for i := range events {
+		if seq := events[i].Seq; seq >= o.ledger.warmupEvents {
+			latency := time.Duration(returned - int64(o.ledger.due(seq).Sub(o.ledger.start())))
+			// Clamped into the histogram's range: RecordValue cannot fail.
+			_ = acked.RecordValue(min(max(latency.Microseconds(), histogramMin), histogramMax))
+		}
+	}
+}
+
+// publishLatency is the distribution of acked, once every publisher has ended.
+func (o *openLoop) publishLatency() Latency {
+	o.ackedMu.Lock()
+	defer o.ackedMu.Unlock()
+	return latencyOf(o.acked)
 }
 
 func (o *openLoop) lastReturn() time.Time {

@@ -209,6 +209,11 @@ func TestRunCountsLatencyFromIntendedSendTime(t *testing.T) {
 	if res.Lost != 0 || res.Published != 1000 {
 		t.Errorf("published %d, lost %d; want 1000 and 0", res.Published, res.Lost)
 	}
+	// The stall is in Publish, so the write path's share of the latency shows it as well.
+	if res.PublishLatency.Count != 1000 || res.PublishLatency.Max < float64(stall.Milliseconds()) {
+		t.Errorf("publish latency: %d events, max %.1f ms; want 1000 events and at least the %v stall",
+			res.PublishLatency.Count, res.PublishLatency.Max, stall)
+	}
 }
 
 func TestRunReportsFailedPublishes(t *testing.T) {
