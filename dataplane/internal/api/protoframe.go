@@ -47,13 +47,17 @@ func (e *protoEncoder) appendMessage(dst []byte, msg *pdsv1.PortfolioMessage) ([
 		return proto.MarshalOptions{}.MarshalAppend(dst, msg)
 	}
 	for _, ev := range msg.GetEvents() {
-		if len(ev.ProtoReflect().GetUnknown()) > 0 {
-			return proto.MarshalOptions{}.MarshalAppend(dst, msg)
-		}
 		// proto.Marshal writes an empty message for a nil element; this writer never sees one from the
 		// delivery engine.
 		if ev == nil {
 			return nil, errors.New("encode stream message: nil delivered event")
+		}
+		// An event the delivery engine left encoded (delivery.StreamOptions.EncodedEvents) has no Event and
+		// its event field in the unknown fields: written where the event goes, the output is what
+		// proto.Marshal writes for the decoded event. Other unknown fields are left to proto.Marshal.
+		preEncoded := ev.ProtoReflect().GetUnknown()
+		if len(preEncoded) > 0 && ev.GetEvent() != nil {
+			return proto.MarshalOptions{}.MarshalAppend(dst, msg)
 		}
 		var event []byte
 		if ev.GetEvent() != nil {
@@ -62,7 +66,7 @@ func (e *protoEncoder) appendMessage(dst []byte, msg *pdsv1.PortfolioMessage) ([
 				return nil, err
 			}
 		}
-		size := 0
+		size := len(preEncoded)
 		if id := ev.GetAckId(); id != "" {
 			size += protowire.SizeTag(fieldDeliveredAckID) + protowire.SizeBytes(len(id))
 		}
@@ -88,6 +92,7 @@ func (e *protoEncoder) appendMessage(dst []byte, msg *pdsv1.PortfolioMessage) ([
 			dst = protowire.AppendTag(dst, fieldDeliveredEvent, protowire.BytesType)
 			dst = protowire.AppendBytes(dst, event)
 		}
+		dst = append(dst, preEncoded...)
 		if v := ev.GetDataType(); v != 0 {
 			dst = protowire.AppendTag(dst, fieldDeliveredDataType, protowire.VarintType)
 			dst = protowire.AppendVarint(dst, uint64(int64(v)))

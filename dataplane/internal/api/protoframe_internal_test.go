@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -37,6 +38,21 @@ func TestProtoEncoderWritesWhatProtoMarshalWrites(t *testing.T) {
 	}
 	encoder := newProtoEncoder(nil)
 	for _, tt := range tests {
+		t.Run(tt.name+", events left encoded", func(t *testing.T) {
+			want, err := proto.Marshal(tt.msg)
+			if err != nil {
+				t.Fatalf("proto.Marshal: %v", err)
+			}
+			got, err := encoder.appendMessage(nil, leftEncoded(t, tt.msg))
+			if err != nil {
+				t.Fatalf("appendMessage: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("bytes differ from proto.Marshal of the decoded events\n got: %x\nwant: %x", got, want)
+			}
+		})
+	}
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want, err := proto.Marshal(tt.msg)
 			if err != nil {
@@ -53,4 +69,24 @@ func TestProtoEncoderWritesWhatProtoMarshalWrites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// leftEncoded returns msg as the delivery engine hands it to a protobuf stream (delivery.StreamOptions
+// .EncodedEvents): each event's Event field encoded into its unknown fields.
+func leftEncoded(t *testing.T, msg *pdsv1.PortfolioMessage) *pdsv1.PortfolioMessage {
+	t.Helper()
+	out := &pdsv1.PortfolioMessage{}
+	for _, ev := range msg.GetEvents() {
+		encoded := &pdsv1.DeliveredEvent{AckId: ev.GetAckId(), DataType: ev.GetDataType(), Priority: ev.GetPriority(), DeliveryAttempt: ev.GetDeliveryAttempt()}
+		if ev.GetEvent() != nil {
+			event, err := proto.Marshal(ev.GetEvent())
+			if err != nil {
+				t.Fatalf("proto.Marshal(event): %v", err)
+			}
+			field := protowire.AppendBytes(protowire.AppendTag(nil, fieldDeliveredEvent, protowire.BytesType), event)
+			encoded.ProtoReflect().SetUnknown(field)
+		}
+		out.Events = append(out.Events, encoded)
+	}
+	return out
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
@@ -24,7 +26,7 @@ const (
 // StreamPortfolio sends the subscription's events, one PortfolioMessage per ready batch, until the client
 // goes away or the subscription stops being streamable (paused, deleted).
 func (s *Service) StreamPortfolio(ctx context.Context, req *connect.Request[pdsv1.StreamRequest], stream *connect.ServerStream[pdsv1.PortfolioMessage]) error {
-	session, err := s.openSession(ctx, req.Msg)
+	session, err := s.openSession(ctx, req.Msg, sendsProto(req.Header()))
 	if err != nil {
 		return err
 	}
@@ -84,8 +86,17 @@ func validateSubscriptionID(field, id string) apierr.FieldErrors {
 	return nil
 }
 
-// openSession validates a stream request and opens its delivery session.
-func (s *Service) openSession(ctx context.Context, req *pdsv1.StreamRequest) (*delivery.Session, error) {
+// sendsProto reports whether a stream's messages go out in the protobuf binary encoding (by its request's
+// content type: gRPC's default, or a "+proto" subtype of gRPC, gRPC-Web and Connect), so its events can
+// stay encoded as stored.
+func sendsProto(header http.Header) bool {
+	contentType := header.Get("Content-Type")
+	return contentType == "application/grpc" || strings.HasSuffix(contentType, "+"+protoCodecName)
+}
+
+// openSession validates a stream request and opens its delivery session. With encodedEvents the session
+// may hand out events left in their protobuf encoding (delivery.StreamOptions.EncodedEvents).
+func (s *Service) openSession(ctx context.Context, req *pdsv1.StreamRequest, encodedEvents bool) (*delivery.Session, error) {
 	if err := validateStreamRequest(req); err != nil {
 		return nil, err
 	}
@@ -93,8 +104,9 @@ func (s *Service) openSession(ctx context.Context, req *pdsv1.StreamRequest) (*d
 		return nil, err
 	}
 	session, err := s.delivery.Open(ctx, s.tenantID, req.GetSubscriptionId(), delivery.StreamOptions{
-		MaxInFlight: int(req.GetMaxInFlight()),
-		AutoAck:     req.GetAutoAck(),
+		MaxInFlight:   int(req.GetMaxInFlight()),
+		AutoAck:       req.GetAutoAck(),
+		EncodedEvents: encodedEvents,
 	})
 	if err != nil {
 		return nil, toConnectError(fmt.Sprintf("open stream of subscription %q", req.GetSubscriptionId()), err, connect.CodeUnavailable)

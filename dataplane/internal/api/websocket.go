@@ -42,7 +42,7 @@ func (s *Service) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	streamCtx, stopStream := context.WithCancel(r.Context())
 	defer stopStream()
-	session, err := s.openSession(streamCtx, req)
+	session, err := s.openSession(streamCtx, req, false) // WebSocket frames are JSON
 	if err != nil {
 		writeJSONError(w, err)
 		return

@@ -31,37 +31,45 @@ func publishForBench(b *testing.B, h *harness, n int) {
 // Next, then Acknowledge of everything Next returned. Compare with BenchmarkBrokerConsumerBaseline,
 // which drains the same records straight from a broker consumer, to see what the engine costs
 // (decode, filter, ack-id bookkeeping) on top of the broker.
+//
+// encoded=true is a protobuf stream's session (StreamOptions.EncodedEvents), which leaves events encoded.
 func BenchmarkNextAcknowledge(b *testing.B) {
 	for _, maxInFlight := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("max_in_flight=%d", maxInFlight), func(b *testing.B) {
-			h := newHarness(b, harnessOptions{partitions: benchPartitions, delivery: delivery.Options{AckDeadline: time.Minute}})
-			sub := h.subscribe("reporting", nil)
-			sess := h.open(sub, delivery.StreamOptions{MaxInFlight: maxInFlight})
-			publishForBench(b, h, b.N)
-			ctx := context.Background()
-
-			b.ReportAllocs()
-			b.ResetTimer()
-			for received := 0; received < b.N; {
-				nextCtx, cancel := context.WithTimeout(ctx, waitLimit)
-				events, err := sess.Next(nextCtx)
-				cancel()
-				if err != nil {
-					b.Fatalf("next after %d events: %v", received, err)
-				}
-				unknown, err := h.service.Acknowledge(ctx, tenant, sub.GetSubscriptionId(), ackIDs(events))
-				if err != nil {
-					b.Fatalf("acknowledge: %v", err)
-				}
-				if len(unknown) > 0 {
-					b.Fatalf("acknowledge right after delivery: %d unknown ack ids, e.g. %s", len(unknown), unknown[0])
-				}
-				received += len(events)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-		})
+		for _, encoded := range []bool{false, true} {
+			b.Run(fmt.Sprintf("max_in_flight=%d/encoded=%v", maxInFlight, encoded), func(b *testing.B) {
+				benchmarkNextAcknowledge(b, delivery.StreamOptions{MaxInFlight: maxInFlight, EncodedEvents: encoded})
+			})
+		}
 	}
+}
+
+func benchmarkNextAcknowledge(b *testing.B, opts delivery.StreamOptions) {
+	h := newHarness(b, harnessOptions{partitions: benchPartitions, delivery: delivery.Options{AckDeadline: time.Minute}})
+	sub := h.subscribe("reporting", nil)
+	sess := h.open(sub, opts)
+	publishForBench(b, h, b.N)
+	ctx := context.Background()
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for received := 0; received < b.N; {
+		nextCtx, cancel := context.WithTimeout(ctx, waitLimit)
+		events, err := sess.Next(nextCtx)
+		cancel()
+		if err != nil {
+			b.Fatalf("next after %d events: %v", received, err)
+		}
+		unknown, err := h.service.Acknowledge(ctx, tenant, sub.GetSubscriptionId(), ackIDs(events))
+		if err != nil {
+			b.Fatalf("acknowledge: %v", err)
+		}
+		if len(unknown) > 0 {
+			b.Fatalf("acknowledge right after delivery: %d unknown ack ids, e.g. %s", len(unknown), unknown[0])
+		}
+		received += len(events)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 // BenchmarkBrokerConsumerBaseline is the baseline for BenchmarkNextAcknowledge: the same records, drained

@@ -2,11 +2,13 @@ package delivery
 
 import (
 	"bytes"
+	"encoding/binary"
 	"hash/maphash"
 	"sync/atomic"
 	"unsafe"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -42,6 +44,15 @@ type decodedCache struct {
 	seed    maphash.Seed
 	slots   [decodedCacheSlots]atomic.Pointer[decodedEvent]
 	byEvent [decodedCacheSlots]atomic.Pointer[decodedEvent]
+	// fields shares encodedEventField's work the way slots shares decoding.
+	fields [decodedCacheSlots]atomic.Pointer[encodedEvent]
+}
+
+// encodedEvent is a stored event written as a DeliveredEvent's event field, for the streams that never
+// decode it (StreamOptions.EncodedEvents).
+type encodedEvent struct {
+	stored []byte // a copy, compared on lookup
+	field  []byte
 }
 
 func newDecodedCache() *decodedCache {
@@ -100,4 +111,37 @@ func (c *decodedCache) encodedDistributed(ev *pdsv1.PortfolioDistributed) (_ []b
 		return nil, false
 	}
 	return appendDistributed(make([]byte, 0, len(d.encoded)+16), d.encoded)
+}
+
+// encodedEventField returns the protobuf encoding of field 2 (event) of a DeliveredEvent carrying the event
+// stored as stored: its tag, its length and the PortfolioDistributed written from the stored bytes, never
+// decoded. With shared set it looks the record up first and caches what it writes, as decode does. ok is
+// false when the stored bytes are not laid out as PDS stores events (see appendDistributed); decode them
+// then. The result is shared and must not be modified; its capacity ends at its length, so appending to it
+// copies.
+func (c *decodedCache) encodedEventField(stored []byte, shared bool) (_ []byte, ok bool) {
+	var slot *atomic.Pointer[encodedEvent]
+	if shared {
+		slot = &c.fields[maphash.Bytes(c.seed, stored)%decodedCacheSlots]
+		if hit := slot.Load(); hit != nil && bytes.Equal(hit.stored, stored) {
+			return hit.field, true
+		}
+	}
+	// The tag and length go in front of the event, whose size is known only once it is written: write it
+	// after room for the longest prefix, then move the prefix up against it.
+	const maxPrefix = 1 + binary.MaxVarintLen64
+	buf := make([]byte, maxPrefix, maxPrefix+len(stored)+16)
+	buf, ok = appendDistributed(buf, stored)
+	if !ok {
+		return nil, false
+	}
+	size := len(buf) - maxPrefix
+	prefix := protowire.AppendVarint(protowire.AppendTag(nil, deliveredEventField, protowire.BytesType), uint64(size))
+	start := maxPrefix - len(prefix)
+	copy(buf[start:], prefix)
+	field := buf[start:len(buf):len(buf)]
+	if shared {
+		slot.Store(&encodedEvent{stored: bytes.Clone(stored), field: field})
+	}
+	return field, true
 }

@@ -92,3 +92,36 @@ func TestDecodedCacheEncodesDeliveredEventsFromStoredBytes(t *testing.T) {
 		t.Error("a message the cache did not hand out was found")
 	}
 }
+
+// An event left encoded is the event field of the DeliveredEvent a decoding session would hand out, shared
+// by the sessions of a topic and safe from appends.
+func TestEncodedEventFieldIsTheDeliveredEventsEventField(t *testing.T) {
+	t.Parallel()
+	event := &pdsv1.PortfolioDistribution{
+		EventId: "e-1", Timestamp: "2025-06-21T10:00:00.000Z", DataType: pdsv1.PortfolioDataType_PORTFOLIO_STATE,
+		Data:    &pdsv1.PortfolioData{PortfolioId: "P-1", TotalValue: 1, Details: &pdsv1.PortfolioData_PortfolioState{PortfolioState: &pdsv1.PortfolioStateDetails{Currency: "USD"}}},
+		Routing: &pdsv1.RoutingInfo{Topic: "portfolio/state/updated", RoutingKey: "P-1.state.update", TargetWorkflows: []string{"w", "v"}, Priority: 3},
+	}
+	stored, err := proto.Marshal(event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := proto.Marshal(&pdsv1.DeliveredEvent{Event: routing.ToDistributed(event)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := newDecodedCache()
+	field, ok := cache.encodedEventField(stored, true)
+	if !ok || !bytes.Equal(field, want) {
+		t.Fatalf("encodedEventField = %x, %v; want %x", field, ok, want)
+	}
+	if cap(field) != len(field) {
+		t.Errorf("capacity %d beyond length %d: an append would write into the shared field", cap(field), len(field))
+	}
+	if again, _ := cache.encodedEventField(bytes.Clone(stored), true); &again[0] != &field[0] {
+		t.Error("the same record was encoded twice; the sessions of a topic should share one encoding")
+	}
+	if _, ok := cache.encodedEventField([]byte{0x0a, 0x01, 'a', 0x0a, 0x01, 'b'}, true); ok {
+		t.Error("a record with its event id twice was left encoded; it must be decoded (protobuf's last value wins)")
+	}
+}

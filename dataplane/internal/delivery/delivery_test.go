@@ -15,6 +15,7 @@ import (
 	"github.com/pds-platform/pds/common/apierr"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/dataplane/internal/delivery"
+	"google.golang.org/protobuf/proto"
 )
 
 func skipIfShort(t *testing.T) {
@@ -71,50 +72,78 @@ func TestSessionDeliversOnlyEventsTheSubscriptionAccepts(t *testing.T) {
 		},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, harnessOptions{})
-			sub := h.subscribe(tc.workflow, tc.filters)
-			sess := h.open(sub, delivery.StreamOptions{})
-			h.publish(tc.publish...)
+		for _, encoded := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, encoded events %v", tc.name, encoded), func(t *testing.T) {
+				t.Parallel()
+				checkSessionAccepts(t, tc.workflow, tc.filters, tc.publish, tc.want, delivery.StreamOptions{EncodedEvents: encoded})
+			})
+		}
+	}
+}
 
-			// One partition keeps publish order, and the last published event is accepted: had a rejected
-			// event been delivered, it would show up here.
-			wantCount := strings.Count(tc.want, " ") + 1
-			got := receive(t, sess, wantCount)
-			if ids := portfolioIDs(got); ids != tc.want {
-				t.Fatalf("delivered %s, want %s", ids, tc.want)
-			}
-			h.acknowledge(sub, got...)
+// checkSessionAccepts publishes events to one partition and checks that a session of a new subscription
+// delivers exactly the ones whose portfolio ids want lists, in order, and settles the rest at the broker.
+func checkSessionAccepts(t *testing.T, workflow string, filters *pdsv1.SubscriptionFilters,
+	publish []*pdsv1.PortfolioDistribution, want string, opts delivery.StreamOptions,
+) {
+	// Publishing fills in event ids and timestamps: each run gets its own copies.
+	publish = slices.Clone(publish)
+	for i, ev := range publish {
+		publish[i] = proto.CloneOf(ev)
+	}
+	h := newHarness(t, harnessOptions{})
+	sub := h.subscribe(workflow, filters)
+	sess := h.open(sub, opts)
+	h.publish(publish...)
 
-			// Rejected events were settled at the broker, so a new stream starts with new events only.
-			if err := sess.Close(); err != nil {
-				t.Fatalf("close session: %v", err)
-			}
-			next := h.open(sub, delivery.StreamOptions{})
-			last := tc.publish[len(tc.publish)-1]
-			fresh := stateEvent(last.GetData().GetPortfolioId(), last.GetData().GetTotalValue())
-			h.publish(fresh)
-			if again := receive(t, next, 1); again[0].GetEvent().GetEventId() != fresh.GetEventId() {
-				t.Fatalf("after acknowledging, a new stream got event %s (%s), want only the new event %s",
-					again[0].GetEvent().GetEventId(), portfolioIDs(again), fresh.GetEventId())
-			}
-		})
+	// One partition keeps publish order, and the last published event is accepted: had a rejected
+	// event been delivered, it would show up here.
+	wantCount := strings.Count(want, " ") + 1
+	got := decodeAll(t, receive(t, sess, wantCount))
+	if ids := portfolioIDs(got); ids != want {
+		t.Fatalf("delivered %s, want %s", ids, want)
+	}
+	h.acknowledge(sub, got...)
+
+	// Rejected events were settled at the broker, so a new stream starts with new events only.
+	if err := sess.Close(); err != nil {
+		t.Fatalf("close session: %v", err)
+	}
+	next := h.open(sub, opts)
+	last := publish[len(publish)-1]
+	fresh := stateEvent(last.GetData().GetPortfolioId(), last.GetData().GetTotalValue())
+	h.publish(fresh)
+	if again := decodeAll(t, receive(t, next, 1)); again[0].GetEvent().GetEventId() != fresh.GetEventId() {
+		t.Fatalf("after acknowledging, a new stream got event %s (%s), want only the new event %s",
+			again[0].GetEvent().GetEventId(), portfolioIDs(again), fresh.GetEventId())
 	}
 }
 
 func TestDeliveredEventCarriesTheDistributedEvent(t *testing.T) {
 	t.Parallel()
 	skipIfShort(t)
+	for _, encoded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("encoded events %v", encoded), func(t *testing.T) {
+			t.Parallel()
+			checkDeliveredEvent(t, encoded)
+		})
+	}
+}
+
+func checkDeliveredEvent(t *testing.T, encoded bool) {
 	h := newHarness(t, harnessOptions{})
 	sub := h.subscribe("reporting", nil)
-	sess := h.open(sub, delivery.StreamOptions{})
+	sess := h.open(sub, delivery.StreamOptions{EncodedEvents: encoded})
 	ev := stateEvent("P-1", 1234.5, "reporting")
 	ev.Routing.Priority = 7
 	ev.Data.PerformanceMetrics = &pdsv1.PerformanceMetricsData{DailyReturn: 0.01, YtdReturn: 0.07}
 	h.publish(ev)
 
-	got := receive(t, sess, 1)[0]
+	raw := receive(t, sess, 1)[0]
+	if leftEncoded := raw.GetEvent() == nil; leftEncoded != encoded {
+		t.Fatalf("event left encoded: %v, want %v (StreamOptions.EncodedEvents %v, no filter to decode for)", leftEncoded, encoded, encoded)
+	}
+	got := decodeAll(t, []*pdsv1.DeliveredEvent{raw})[0]
 	want := []struct{ field, got, want string }{
 		{"event.event_id", got.GetEvent().GetEventId(), ev.GetEventId()},
 		{"event.timestamp", got.GetEvent().GetTimestamp(), ev.GetTimestamp()},

@@ -271,3 +271,21 @@ func eventIDs(events []*pdsv1.DeliveredEvent) []string {
 	}
 	return ids
 }
+
+// decodeAll returns events as a protobuf subscriber reads them: encoded and decoded again, so that events
+// the session left encoded (StreamOptions.EncodedEvents) have their Event.
+func decodeAll(tb testing.TB, events []*pdsv1.DeliveredEvent) []*pdsv1.DeliveredEvent {
+	tb.Helper()
+	out := make([]*pdsv1.DeliveredEvent, len(events))
+	for i, ev := range events {
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			tb.Fatalf("encode delivered event %d: %v", i, err)
+		}
+		out[i] = &pdsv1.DeliveredEvent{}
+		if err := proto.Unmarshal(b, out[i]); err != nil {
+			tb.Fatalf("decode delivered event %d: %v", i, err)
+		}
+	}
+	return out
+}

@@ -87,6 +87,11 @@ type StreamOptions struct {
 	// AutoAck acknowledges events at the broker as they are handed out (at-most-once delivery); their
 	// ack ids are empty.
 	AutoAck bool
+	// EncodedEvents is for a caller that sends events in the protobuf binary encoding only. Next may then
+	// leave a DeliveredEvent's event undecoded: its Event is nil and its unknown fields hold the event
+	// field (number 2) already encoded, which any protobuf encoder writes out as it is. Such events are
+	// never decoded when the subscription's filters decide from the stored bytes.
+	EncodedEvents bool
 }
 
 // Service opens delivery sessions and routes acknowledgements to them. All methods are safe for
@@ -186,7 +191,7 @@ func (s *Service) Open(ctx context.Context, tenantID, subscriptionID string, opt
 		_ = consumer.Close()
 		return nil, fmt.Errorf("open delivery of subscription %q: %w", subscriptionID, err)
 	}
-	sess := newSession(s, id, tenantID, subscriptionID, ref, consumer, maxInFlight, opts.AutoAck)
+	sess := newSession(s, id, tenantID, subscriptionID, ref, consumer, maxInFlight, opts)
 	sess.seenSub.Store(sub)
 	sess.seenTopic.Store(topic)
 

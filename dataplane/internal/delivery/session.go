@@ -33,6 +33,7 @@ type Session struct {
 	consumer       broker.Consumer
 	maxInFlight    int
 	autoAck        bool
+	encodedEvents  bool
 	metrics        sessionMetrics
 
 	// ctx ends when the session closes.
@@ -72,7 +73,7 @@ type inFlightEvent struct {
 }
 
 func newSession(svc *Service, id, tenantID, subscriptionID string, ref broker.SubscriptionRef,
-	consumer broker.Consumer, maxInFlight int, autoAck bool,
+	consumer broker.Consumer, maxInFlight int, opts StreamOptions,
 ) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Session{
@@ -83,7 +84,8 @@ func newSession(svc *Service, id, tenantID, subscriptionID string, ref broker.Su
 		ref:            ref,
 		consumer:       consumer,
 		maxInFlight:    maxInFlight,
-		autoAck:        autoAck,
+		autoAck:        opts.AutoAck,
+		encodedEvents:  opts.EncodedEvents,
 		metrics:        svc.metrics.forSession(tenantID, subscriptionID),
 		ctx:            ctx,
 		cancel:         cancel,
@@ -310,7 +312,12 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 	}
 	type accepted struct {
 		delivery *broker.Delivery
-		event    *decodedEvent
+		event    *decodedEvent // nil when encoded is set
+		// encoded is the event field of an EncodedEvents stream's DeliveredEvent (see StreamOptions),
+		// with the data type and priority read from the stored bytes.
+		encoded  []byte
+		dataType pdsv1.PortfolioDataType
+		priority int32
 	}
 	var taken []accepted
 	var settle []broker.AckHandle // acknowledged at the broker now
@@ -324,19 +331,28 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 		// Every subscription of a topic reads all of its events; most subscriptions take few of them.
 		// Reject from the summary when it decides, so a skipped event is never decoded.
 		filterDecided := false
-		if summaries != nil && filter.Summarize(d.Value, &summary) == nil {
+		if (summaries != nil || s.encodedEvents) && filter.Summarize(d.Value, &summary) == nil {
 			if !summary.TargetsWorkflow(workflow) {
 				skippedWorkflow++
 				settle = append(settle, d.Handle)
 				continue
 			}
-			match, decided := summaries.MatchSummary(&summary)
+			match, decided := true, sub.Matcher == nil && sub.CompileErr == nil
+			if summaries != nil {
+				match, decided = summaries.MatchSummary(&summary)
+			}
 			if decided && !match {
 				skippedFilter++
 				settle = append(settle, d.Handle)
 				continue
 			}
 			filterDecided = decided
+			if decided && s.encodedEvents {
+				if field, ok := s.svc.decoded.encodedEventField(d.Value, shared); ok {
+					taken = append(taken, accepted{delivery: d, encoded: field, dataType: summary.DataType, priority: summary.Priority})
+					continue
+				}
+			}
 		}
 		dec, err := s.svc.decoded.decode(d.Value, shared)
 		if err != nil {
@@ -376,9 +392,15 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 			redelivered++
 		}
 		out := &delivered[i]
-		out.Event = t.event.distributed
-		out.DataType = t.event.event.GetDataType()
-		out.Priority = t.event.event.GetRouting().GetPriority()
+		if t.event != nil {
+			out.Event = t.event.distributed
+			out.DataType = t.event.event.GetDataType()
+			out.Priority = t.event.event.GetRouting().GetPriority()
+		} else {
+			out.ProtoReflect().SetUnknown(t.encoded)
+			out.DataType = t.dataType
+			out.Priority = t.priority
+		}
 		out.DeliveryAttempt = int32(max(t.delivery.Attempt, 1))
 		events[i] = out
 		kept[i] = t.delivery.Handle

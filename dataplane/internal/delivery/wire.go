@@ -14,6 +14,9 @@ const (
 	routingKey             = 2
 	routingTargetWorkflows = 3
 
+	// deliveredEventField is pds.v1.DeliveredEvent's event (proto/pds/v1/stream.proto).
+	deliveredEventField = 2
+
 	deliveredEventID      = 1
 	deliveredTimestamp    = 2
 	deliveredDistribution = 3
