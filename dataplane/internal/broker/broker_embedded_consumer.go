@@ -303,8 +303,8 @@ type embeddedConsumer struct {
 	mu     sync.Mutex
 	closed bool
 	// seekDone, while set, is closed when a seek of the subscription has finished; no pull before that.
-	seekDone      <-chan struct{}
-	request       pullRequest // the newest pull request
+	seekDone <-chan struct{}
+	request  pullRequest // the newest pull request
 	// nextOversized makes the next pull request ask for up to the engine's largest message: the engine
 	// ended the last one because its next message did not fit.
 	nextOversized bool
