@@ -272,8 +272,6 @@ type pullRequest struct {
 	open      bool
 	remaining int       // messages it may still bring
 	deadline  time.Time // past this it is treated as ended even if its timeout status got lost
-	// oversized asks for a message larger than the usual bound on a request's bytes (see pullBytes).
-	oversized bool
 }
 
 type bufferedRecord struct {
@@ -399,12 +397,12 @@ func (c *embeddedConsumer) pull(ctx context.Context, batch int) error {
 		return nil
 	}
 	if !c.request.open || time.Now().After(c.request.deadline) {
-		c.request = pullRequest{seq: c.request.seq + 1, open: true, remaining: batch, deadline: time.Now().Add(pullExpiry + time.Second), oversized: c.nextOversized}
+		c.request = pullRequest{seq: c.request.seq + 1, open: true, remaining: batch, deadline: time.Now().Add(pullExpiry + time.Second)}
 		req, _ := json.Marshal(struct {
 			Batch    int           `json:"batch"`
 			MaxBytes int           `json:"max_bytes"`
 			Expires  time.Duration `json:"expires"`
-		}{batch, c.pullBytes(c.request.oversized), pullExpiry})
+		}{batch, c.pullBytes(c.nextOversized), pullExpiry})
 		if err := c.broker.subConn.PublishRequest(c.pullSubject, c.requestInbox(c.request.seq), req); err != nil {
 			c.request.open = false
 			c.mu.Unlock()
