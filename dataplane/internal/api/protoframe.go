@@ -54,7 +54,7 @@ func (e *protoEncoder) appendMessage(dst []byte, msg *pdsv1.PortfolioMessage) ([
 		}
 		// An event the delivery engine left encoded (delivery.StreamOptions.EncodedEvents) has no Event and
 		// its event field in the unknown fields: written where the event goes, the output is what
-		// proto.Marshal writes for the decoded event. Other unknown fields are left to proto.Marshal.
+		// proto.Marshal writes for the decoded event. A message with both is left to proto.Marshal.
 		preEncoded := ev.ProtoReflect().GetUnknown()
 		if len(preEncoded) > 0 && ev.GetEvent() != nil {
 			return proto.MarshalOptions{}.MarshalAppend(dst, msg)
