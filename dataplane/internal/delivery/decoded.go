@@ -136,7 +136,8 @@ func (c *decodedCache) encodedEventField(stored []byte, shared bool) (_ []byte, 
 		return nil, false
 	}
 	size := len(buf) - maxPrefix
-	prefix := protowire.AppendVarint(protowire.AppendTag(nil, deliveredEventField, protowire.BytesType), uint64(size))
+	var room [maxPrefix]byte
+	prefix := protowire.AppendVarint(protowire.AppendTag(room[:0], deliveredEventField, protowire.BytesType), uint64(size))
 	start := maxPrefix - len(prefix)
 	copy(buf[start:], prefix)
 	field := buf[start:len(buf):len(buf)]

@@ -133,7 +133,12 @@ func (l *ledger) start() time.Time { return l.origin.Add(time.Duration(l.startNa
 
 // due is when event seq was due.
 func (l *ledger) due(seq uint64) time.Time {
-	return l.start().Add(time.Duration(float64(seq) * l.nanosPerEvent))
+	return l.start().Add(l.dueAfterStart(seq))
+}
+
+// dueAfterStart is how long after the start event seq was due.
+func (l *ledger) dueAfterStart(seq uint64) time.Duration {
+	return time.Duration(float64(seq) * l.nanosPerEvent)
 }
 
 // dueBy is how many events were due at now (seqs 0 … dueBy-1), at most the run's events.

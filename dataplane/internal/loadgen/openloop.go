@@ -113,7 +113,7 @@ func (o *openLoop) publish(ctx context.Context, p Publisher, events []Event, ack
 	o.accepted.Add(uint64(len(events)))
 	for i := range events {
 		if seq := events[i].Seq; seq >= o.ledger.warmupEvents {
-			latency := time.Duration(returned - int64(o.ledger.due(seq).Sub(o.ledger.start())))
+			latency := time.Duration(returned) - o.ledger.dueAfterStart(seq)
 			// Clamped into the histogram's range: RecordValue cannot fail.
 			_ = acked.RecordValue(min(max(latency.Microseconds(), histogramMin), histogramMax))
 		}
