@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/jackc/pgx/v5 v5.13.0
+	github.com/pds-platform/pds/common v0.0.0
 	github.com/pressly/goose/v3 v3.30.1
 )
 
@@ -17,3 +18,5 @@ require (
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 )
+
+replace github.com/pds-platform/pds/common => ../common

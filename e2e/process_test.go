@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -13,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pds-platform/pds/common/freeport"
 	"github.com/pds-platform/pds/common/syncbuf"
 )
 
@@ -169,15 +168,11 @@ func readiness(baseURL string) (version uint64, ready bool, detail string) {
 	return body.ConfigVersion, resp.StatusCode == http.StatusOK && body.Ready, detail
 }
 
-// freeAddr returns a loopback address with a port nobody listens on right now.
+// freeAddr returns a loopback address with a port nobody listens on right now (freeport.Addr).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("find a free port: %v", err)
 	}
 	return addr

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pds-platform/pds/common/freeport"
 )
 
 // startTimeout bounds initdb plus the wait for the server to accept connections.
@@ -131,7 +131,7 @@ func startPrivateServer() (*server, error) {
 var errPortTaken = errors.New("port already in use")
 
 func startPostgres(binDir, dir, dataDir string, cred *syscall.Credential) (*server, error) {
-	port, err := freeLoopbackPort()
+	port, err := freeport.Port()
 	if err != nil {
 		return nil, err
 	}
@@ -280,13 +280,4 @@ func findBinDir() (string, error) {
 func isFile(path string) bool {
 	info, err := os.Stat(path)
 	return err == nil && !info.IsDir()
-}
-
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

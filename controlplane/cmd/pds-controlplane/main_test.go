@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pds-platform/pds/common/freeport"
 	"github.com/pds-platform/pds/common/syncbuf"
 	"github.com/pds-platform/pds/db/pgtest"
 )
@@ -36,12 +36,11 @@ func binary(t *testing.T) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func TestSIGTERMShutsDownGracefully(t *testing.T) {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/pds-platform/pds/common/freeport"
 )
 
 func TestPprofAddrFlag(t *testing.T) {
@@ -40,12 +41,10 @@ func TestPprofAddrFlag(t *testing.T) {
 // The profiling endpoints answer on their own listener and stop with the context.
 func TestServePprofServesProfilesUntilStopped(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := servePprof(ctx, addr, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("serve pprof: %v", err)

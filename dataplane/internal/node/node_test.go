@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 	"github.com/pds-platform/pds/common/configfsm"
+	"github.com/pds-platform/pds/common/freeport"
 	configv1 "github.com/pds-platform/pds/common/gen/pds/config/v1"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/gen/pds/v1/pdsv1connect"
@@ -91,12 +91,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func TestNodeJoinsServesGRPCOverH2CAndLeavesOnShutdown(t *testing.T) {
