@@ -10,7 +10,7 @@ MODULES := $(shell go work edit -json | sed -n 's/^[[:space:]]*"DiskPath": "\(.*
 GO_MODULES := $(shell for m in $(MODULES); do find $$m -name '*.go' -not -path '*/node_modules/*' -print -quit | grep -q . && echo $$m; done)
 GENERATED_DIRS := common/gen web-admin/src/gen db/sqlcdb
 BINARIES := ./controlplane/cmd/pds-controlplane ./dataplane/cmd/pds-dataplane ./dataplane/cmd/pds-demo-publisher ./dataplane/cmd/pds-load
-GO_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/sqlc
+GO_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-vtproto $(BIN)/protoc-gen-connect-go $(BIN)/sqlc
 # npm rewrites this file on every install, so it marks node_modules as up to date.
 NPM_STAMP := web-admin/node_modules/.package-lock.json
 

@@ -26,9 +26,9 @@ import (
 // defaults were filled. Any other error (the random source failing) is wrapped, not a FieldErrors.
 // Normalize is safe for concurrent use on distinct events.
 //
-// A valid event's last step is proto.Size, which caches the size of each of its messages: a caller that
-// encodes the event before changing it may pass proto.MarshalOptions{UseCachedSize: true} and skip the
-// encoder's own size pass.
+// Every string of the event must be valid UTF-8, as protobuf requires: Normalize checks them itself, so
+// an event decoded by UnmarshalVT (which does not check) is held to the same rule as one proto.Unmarshal
+// decoded.
 func Normalize(ev *pdsv1.PortfolioDistribution, field string, now time.Time) error {
 	if ev == nil {
 		return apierr.FieldErrors{apierr.Errorf(field, "an event is required; send a PortfolioDistribution")}
@@ -108,7 +108,7 @@ func Normalize(ev *pdsv1.PortfolioDistribution, field string, now time.Time) err
 		// At most MaxPortfolioIDLength+19 characters, well within MaxRoutingKeyLength.
 		ev.Routing.RoutingKey = DefaultRoutingKey(ev.Data.PortfolioId, dataType)
 	}
-	if size := proto.Size(ev); size > MaxEventBytes {
+	if size := ev.SizeVT(); size > MaxEventBytes {
 		return apierr.FieldErrors{apierr.Errorf(field,
 			"the encoded event is at most %d bytes (1 MiB) (got %d); split the details into several events",
 			MaxEventBytes, size)}
@@ -183,9 +183,9 @@ func checkData(p *problems, data *pdsv1.PortfolioData, dataType pdsv1.PortfolioD
 		p.add("data."+member, fmt.Sprintf(
 			"does not match data_type %s; send data.%s details, or set data_type to the type of these details", dataType, want))
 	}
-	if details != nil && !detailsFinite(data) {
+	if details != nil && !detailsValid(data) {
 		// Rare: walk the details by reflection to name every bad field.
-		p.errs = appendNonFinite(p.errs, apierr.JoinField(p.prefix, "data."+member), details.ProtoReflect())
+		p.errs = appendInvalidValues(p.errs, apierr.JoinField(p.prefix, "data."+member), details.ProtoReflect())
 	}
 }
 
@@ -207,33 +207,38 @@ func detailsOf(data *pdsv1.PortfolioData) (string, proto.Message) {
 	}
 }
 
-// detailsFinite reports whether every double in data's details is finite, without allocating. A test
-// sets each double field of every details message by reflection to keep this list complete.
-func detailsFinite(data *pdsv1.PortfolioData) bool {
+// detailsValid reports whether every double in data's details is finite and every string valid UTF-8,
+// without allocating. Tests set each double and each string field of every details message by reflection
+// to keep these lists complete.
+func detailsValid(data *pdsv1.PortfolioData) bool {
 	switch d := data.GetDetails().(type) {
 	case *pdsv1.PortfolioData_PortfolioState:
 		s := d.PortfolioState
-		if !finite(s.GetCashBalance()) {
+		if !finite(s.GetCashBalance()) || !utf8.ValidString(s.GetCurrency()) {
 			return false
 		}
 		for _, pos := range s.GetPositions() {
-			if !finite(pos.GetQuantity(), pos.GetMarketValue(), pos.GetWeight()) {
+			if !finite(pos.GetQuantity(), pos.GetMarketValue(), pos.GetWeight()) || !utf8.ValidString(pos.GetInstrumentId()) {
 				return false
 			}
 		}
 	case *pdsv1.PortfolioData_PerformanceAttribution:
 		a := d.PerformanceAttribution
-		if !finite(a.GetActiveReturn()) {
+		if !finite(a.GetActiveReturn()) || !validUTF8(a.GetBenchmarkId(), a.GetPeriodStart(), a.GetPeriodEnd()) {
 			return false
 		}
 		for _, e := range a.GetEffects() {
-			if !finite(e.GetAllocationEffect(), e.GetSelectionEffect(), e.GetInteractionEffect()) {
+			if !finite(e.GetAllocationEffect(), e.GetSelectionEffect(), e.GetInteractionEffect()) || !utf8.ValidString(e.GetSegment()) {
 				return false
 			}
 		}
 	case *pdsv1.PortfolioData_Rebalancing:
-		for _, tr := range d.Rebalancing.GetTrades() {
-			if !finite(tr.GetQuantity(), tr.GetTargetWeight()) {
+		r := d.Rebalancing
+		if !validUTF8(r.GetRebalanceId(), r.GetReason(), r.GetStatus()) {
+			return false
+		}
+		for _, tr := range r.GetTrades() {
+			if !finite(tr.GetQuantity(), tr.GetTargetWeight()) || !validUTF8(tr.GetInstrumentId(), tr.GetSide()) {
 				return false
 			}
 		}
@@ -243,19 +248,28 @@ func detailsFinite(data *pdsv1.PortfolioData) bool {
 			return false
 		}
 		for _, a := range rb.GetAllocations() {
-			if !finite(a.GetBudget(), a.GetUtilization()) {
+			if !finite(a.GetBudget(), a.GetUtilization()) || !utf8.ValidString(a.GetFactor()) {
 				return false
 			}
 		}
 	case *pdsv1.PortfolioData_CashManagement:
 		c := d.CashManagement
-		if !finite(c.GetAvailableCash(), c.GetPendingSettlements()) {
+		if !finite(c.GetAvailableCash(), c.GetPendingSettlements()) || !utf8.ValidString(c.GetCurrency()) {
 			return false
 		}
 		for _, f := range c.GetFlows() {
-			if !finite(f.GetAmount()) {
+			if !finite(f.GetAmount()) || !validUTF8(f.GetDate(), f.GetDescription()) {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+func validUTF8(values ...string) bool {
+	for _, v := range values {
+		if !utf8.ValidString(v) {
+			return false
 		}
 	}
 	return true
@@ -277,31 +291,41 @@ func checkFinite(v float64) string {
 	return ""
 }
 
-// appendNonFinite names every NaN or infinite double inside m, at any depth.
-func appendNonFinite(errs apierr.FieldErrors, field string, m protoreflect.Message) apierr.FieldErrors {
+// appendInvalidValues names every NaN or infinite double and every string that is not valid UTF-8
+// inside m, at any depth.
+func appendInvalidValues(errs apierr.FieldErrors, field string, m protoreflect.Message) apierr.FieldErrors {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		at := apierr.JoinField(field, string(fd.Name()))
-		isFloat := fd.Kind() == protoreflect.DoubleKind || fd.Kind() == protoreflect.FloatKind
-		switch {
-		case fd.IsMap():
-		case fd.IsList():
+		if fd.IsMap() {
+			return true
+		}
+		if fd.IsList() {
 			list := v.List()
 			for i := range list.Len() {
-				item := fmt.Sprintf("%s[%d]", at, i)
-				switch {
-				case fd.Kind() == protoreflect.MessageKind:
-					errs = appendNonFinite(errs, item, list.Get(i).Message())
-				case isFloat && !finite(list.Get(i).Float()):
-					errs = append(errs, apierr.Errorf(item, "%s", checkFinite(list.Get(i).Float())))
-				}
+				errs = appendInvalidValue(errs, fmt.Sprintf("%s[%d]", at, i), fd, list.Get(i))
 			}
-		case fd.Kind() == protoreflect.MessageKind:
-			errs = appendNonFinite(errs, at, v.Message())
-		case isFloat && !finite(v.Float()):
-			errs = append(errs, apierr.Errorf(at, "%s", checkFinite(v.Float())))
+			return true
 		}
+		errs = appendInvalidValue(errs, at, fd, v)
 		return true
 	})
+	return errs
+}
+
+// appendInvalidValue checks one value (a singular field or a list element) of field fd.
+func appendInvalidValue(errs apierr.FieldErrors, at string, fd protoreflect.FieldDescriptor, v protoreflect.Value) apierr.FieldErrors {
+	switch fd.Kind() {
+	case protoreflect.MessageKind:
+		return appendInvalidValues(errs, at, v.Message())
+	case protoreflect.DoubleKind, protoreflect.FloatKind:
+		if problem := checkFinite(v.Float()); problem != "" {
+			return append(errs, apierr.Errorf(at, "%s", problem))
+		}
+	case protoreflect.StringKind:
+		if !utf8.ValidString(v.String()) {
+			return append(errs, apierr.Errorf(at, "must be valid UTF-8 text (got %q)", truncateForMessage(v.String())))
+		}
+	}
 	return errs
 }
 
@@ -343,6 +367,8 @@ func checkTargetWorkflows(p *problems, targets []string) {
 			problem = "must not be empty; remove the entry or name a workflow"
 		case n > MaxWorkflowLength:
 			problem = fmt.Sprintf("at most %d characters (got %d); shorten the workflow name", MaxWorkflowLength, n)
+		case !utf8.ValidString(w):
+			problem = "must be valid UTF-8 text"
 		case strings.IndexFunc(w, unicode.IsControl) >= 0:
 			problem = "must not contain control characters"
 		}

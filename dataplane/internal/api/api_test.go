@@ -9,8 +9,10 @@ import (
 	"connectrpc.com/connect"
 	"github.com/pds-platform/pds/common/apierr"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"github.com/pds-platform/pds/common/gen/pds/v1/pdsv1connect"
 	"github.com/pds-platform/pds/common/jsoncodec"
 	"github.com/pds-platform/pds/common/routing"
+	"google.golang.org/protobuf/proto"
 )
 
 const stateTopic = "portfolio/state/updated"
@@ -71,6 +73,45 @@ func TestPublishRejectsInvalidBatchesNamingEveryBadField(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPublishRejectsStringsThatAreNotUTF8 sends events whose strings are not UTF-8 over protobuf, as a
+// producer with a careless encoder could. Publish decodes protobuf without checking UTF-8 (UnmarshalVT), so
+// it must refuse them itself: stored, such an event would fail every subscriber's protobuf decoder.
+func TestPublishRejectsStringsThatAreNotUTF8(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, harnessOptions{h2c: true})
+	h.putTopic(stateTopic, pdsv1.PortfolioDataType_PORTFOLIO_STATE, 4, true)
+	// proto.Marshal refuses such strings, so the producer here encodes with MarshalVT, which does not check.
+	producer := pdsv1connect.NewPortfolioStreamClient(h.h2cClient, h.url, connect.WithCodec(uncheckedProtoCodec{}))
+
+	badCurrency := specExampleEvent()
+	badCurrency.Data.Details = &pdsv1.PortfolioData_PortfolioState{PortfolioState: &pdsv1.PortfolioStateDetails{Currency: "EU\xffR"}}
+	badWorkflow := specExampleEvent()
+	badWorkflow.Routing.TargetWorkflows = []string{"reporting_analytics", "ui\xc3"}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	_, err := producer.Publish(ctx, connect.NewRequest(&pdsv1.PublishRequest{Events: []*pdsv1.PortfolioDistribution{specExampleEvent(), badCurrency, badWorkflow}}))
+	if code := connectCode(t, err); code != connect.CodeInvalidArgument {
+		t.Fatalf("code %s, want invalid_argument (error: %v)", code, err)
+	}
+	want := []string{"events[1].data.portfolio_state.currency", "events[2].routing.target_workflows[1]"}
+	if got := violationFields(err); !slices.Equal(got, want) {
+		t.Fatalf("field violations %q, want %q (error: %v)", got, want, err)
+	}
+}
+
+// uncheckedProtoCodec is a protobuf codec that encodes strings without checking UTF-8.
+type uncheckedProtoCodec struct{}
+
+func (uncheckedProtoCodec) Name() string { return "proto" }
+
+func (uncheckedProtoCodec) Marshal(v any) ([]byte, error) {
+	return v.(interface{ MarshalVT() ([]byte, error) }).MarshalVT()
+}
+
+func (uncheckedProtoCodec) Unmarshal(data []byte, v any) error {
+	return proto.Unmarshal(data, v.(proto.Message))
 }
 
 func TestPublishToUnknownTopicTellsToCreateIt(t *testing.T) {

@@ -35,7 +35,12 @@ func TestEverySubscriberOfAnEventGetsItWhateverItsProtocol(t *testing.T) {
 	first, second := specExampleEvent(), specExampleEvent()
 	first.EventId, second.EventId = "event-1", "event-2"
 	second.Data.PortfolioId = "portfolio_002"
-	h.publish(ctx, first, second)
+	// One event from a JSON producer, one from a protobuf producer: the two decoders of Publish.
+	h.publish(ctx, first)
+	protoProducer := pdsv1connect.NewPortfolioStreamClient(h.h2cClient, h.url)
+	if _, err := protoProducer.Publish(ctx, connect.NewRequest(&pdsv1.PublishRequest{Events: []*pdsv1.PortfolioDistribution{second}})); err != nil {
+		t.Fatalf("publish over protobuf: %v", err)
+	}
 	want := map[string]*pdsv1.PortfolioDistribution{"event-1": first, "event-2": second}
 
 	for _, c := range clients {

@@ -11,13 +11,13 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/pds-platform/pds/common/apierr"
+	"github.com/pds-platform/pds/common/fastproto"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/routing"
 	"github.com/pds-platform/pds/dataplane/internal/broker"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/proto"
 )
 
 // Publish validates and routes a batch, stores it durably at the broker, then updates the latest views.
@@ -116,12 +116,11 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 		key := ev.GetRouting().GetRoutingKey()
 		partition := routing.Partition(key, partitions)
 		if encoded == nil {
-			encoded = make([]byte, 0, (len(events)-i)*cachedSizeMarshal.Size(ev)*5/4)
+			encoded = make([]byte, 0, (len(events)-i)*ev.SizeVT()*5/4)
 		}
 		start := len(encoded)
-		// Normalize ended by sizing the event, after its last change: reuse those sizes.
 		var err error
-		if encoded, err = cachedSizeMarshal.MarshalAppend(encoded, ev); err != nil {
+		if encoded, err = fastproto.Append(encoded, ev); err != nil {
 			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("encode %s: %w", field(), err))
 		}
 		value := encoded[start:len(encoded):len(encoded)]
@@ -177,10 +176,6 @@ func (s *Service) publish(ctx context.Context, events []*pdsv1.PortfolioDistribu
 	}
 	return resp, nil
 }
-
-// cachedSizeMarshal encodes an event that routing.Normalize has just sized (proto.Size caches each
-// message's size in it), skipping the size pass an ordinary Marshal makes first.
-var cachedSizeMarshal = proto.MarshalOptions{UseCachedSize: true}
 
 // ensuredTopic is the key of Service.ensuredTopics.
 type ensuredTopic struct {

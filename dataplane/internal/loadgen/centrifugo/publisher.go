@@ -11,8 +11,7 @@ import (
 	"strconv"
 	"sync"
 
-	"google.golang.org/protobuf/proto"
-
+	"github.com/pds-platform/pds/common/fastproto"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/jsoncodec"
 	"github.com/pds-platform/pds/common/routing"
@@ -121,7 +120,7 @@ func (b *batch) appendCommand(channels []string, msg *pdsv1.PortfolioDistributio
 		b.body.Write(data)
 	default:
 		var err error
-		if b.proto, err = (proto.MarshalOptions{}).MarshalAppend(b.proto[:0], msg); err != nil {
+		if b.proto, err = fastproto.Append(b.proto[:0], msg); err != nil {
 			return err
 		}
 		b.body.WriteString(`"b64data":"`)

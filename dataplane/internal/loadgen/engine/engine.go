@@ -28,8 +28,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/routing"
 	"github.com/pds-platform/pds/dataplane/internal/broker"
@@ -157,7 +155,7 @@ func (p *publisher) Publish(ctx context.Context, events []loadgen.Event) error {
 	records := make([]broker.Record, len(events))
 	for i := range events {
 		ev := &events[i]
-		value, err := proto.Marshal(ev.Message)
+		value, err := ev.Message.MarshalVT()
 		if err != nil {
 			return fmt.Errorf("engine: encode event %d: %w", ev.Seq, err)
 		}
@@ -265,7 +263,8 @@ func (c *consumerStream) matches(d *broker.Delivery, msg *pdsv1.PortfolioDistrib
 	if _, err := loadgen.SeqFromEventID(d.EventID); err != nil {
 		return false
 	}
-	if err := proto.Unmarshal(d.Value, msg); err != nil {
+	msg.Reset()
+	if err := msg.UnmarshalVT(d.Value); err != nil {
 		c.log.Warn("engine: undecodable record", "event_id", d.EventID, "err", err)
 		return false
 	}

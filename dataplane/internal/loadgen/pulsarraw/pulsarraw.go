@@ -28,7 +28,6 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	pulsarlog "github.com/apache/pulsar-client-go/pulsar/log"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pds-platform/pds/common/routing"
 	"github.com/pds-platform/pds/dataplane/internal/loadgen"
@@ -198,7 +197,7 @@ func (p *publisher) Publish(ctx context.Context, events []loadgen.Event) error {
 	defer wg.Wait() // an encoding error still waits for the events already sent
 	for i := range events {
 		ev := &events[i]
-		payload, err := proto.Marshal(ev.Message)
+		payload, err := ev.Message.MarshalVT()
 		if err != nil {
 			return fmt.Errorf("pulsar-raw: encode event %d: %w", ev.Seq, err)
 		}

@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pds-platform/pds/dataplane/internal/loadgen"
 	"github.com/pds-platform/pds/dataplane/internal/loadgen/pulsarsetup"
@@ -303,7 +302,7 @@ func (p *publisher) Publish(ctx context.Context, events []loadgen.Event) error {
 	call.remaining.Store(int64(len(events)))
 	for i := range events {
 		ev := &events[i]
-		payload, err := proto.Marshal(ev.Message)
+		payload, err := ev.Message.MarshalVT()
 		if err != nil {
 			return fmt.Errorf("pulsar-websocket: encode event %d: %w", ev.Seq, err)
 		}
