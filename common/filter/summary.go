@@ -77,6 +77,12 @@ func Summarize(encoded []byte, s *Summary) error {
 	})
 }
 
+// Targets returns the event's target workflows as stored, none when it names none (then it targets every
+// workflow). The slices alias the encoded event and s.
+func (s *Summary) Targets() [][]byte {
+	return s.targets[:s.numTargets]
+}
+
 // TargetsWorkflow is routing.TargetsWorkflow for the summarized event.
 func (s *Summary) TargetsWorkflow(workflow string) bool {
 	if s.numTargets == 0 {

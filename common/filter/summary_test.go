@@ -2,6 +2,7 @@ package filter_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -87,6 +88,13 @@ func TestSummaryDecidesLikeTheDecodedEvent(t *testing.T) {
 				if got, want := s.TargetsWorkflow(w), routing.TargetsWorkflow(&decoded, w); got != want {
 					t.Errorf("TargetsWorkflow(%q) = %v on the summary, %v on the decoded event", w, got, want)
 				}
+			}
+			var targets []string
+			for _, w := range s.Targets() {
+				targets = append(targets, string(w))
+			}
+			if want := decoded.GetRouting().GetTargetWorkflows(); !slices.Equal(targets, want) {
+				t.Errorf("Targets() = %q, the decoded event targets %q", targets, want)
 			}
 			for i, fs := range filters {
 				f, err := filter.Compile(fs)

@@ -105,10 +105,9 @@ type Service struct {
 
 	mu       sync.RWMutex
 	sessions map[string]*Session
-	// topicSessions counts the open sessions per topic ID: sessions share decoded events only when
-	// several of them read one topic.
-	topicSessions map[string]int
-	closed        bool
+	// sharing holds, per topic ID, which of its events more than one open session may take.
+	sharing map[string]*topicSharing
+	closed  bool
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -140,7 +139,7 @@ func NewService(deps Deps, opts Options) (*Service, error) {
 		metrics:            m,
 		decoded:            newDecodedCache(),
 		sessions:           map[string]*Session{},
-		topicSessions:      map[string]int{},
+		sharing:            map[string]*topicSharing{},
 		watchDone:          make(chan struct{}),
 	}
 	if s.ackDeadline == 0 {
@@ -202,7 +201,7 @@ func (s *Service) Open(ctx context.Context, tenantID, subscriptionID string, opt
 		return nil, ErrServiceClosed
 	}
 	s.sessions[id] = sess
-	s.topicSessions[ref.Topic.ID]++
+	s.sharing[ref.Topic.ID] = newTopicSharing(s.sessions, ref.Topic.ID)
 	s.mu.Unlock()
 	return sess, nil
 }
@@ -309,17 +308,20 @@ func (s *Service) removeSession(sess *Session) {
 	defer s.mu.Unlock()
 	if s.sessions[sess.id] == sess {
 		delete(s.sessions, sess.id)
-		if s.topicSessions[sess.ref.Topic.ID]--; s.topicSessions[sess.ref.Topic.ID] <= 0 {
-			delete(s.topicSessions, sess.ref.Topic.ID)
+		topicID := sess.ref.Topic.ID
+		if sharing := newTopicSharing(s.sessions, topicID); sharing != nil {
+			s.sharing[topicID] = sharing
+		} else {
+			delete(s.sharing, topicID)
 		}
 	}
 }
 
-// topicShared reports whether more than one open session of this node reads the topic.
-func (s *Service) topicShared(topicID string) bool {
+// topicSharing returns which events of the topic more than one open session of this node may take.
+func (s *Service) topicSharing(topicID string) *topicSharing {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.topicSessions[topicID] > 1
+	return s.sharing[topicID]
 }
 
 // watchConfig wakes the sessions whose subscription or topic changed, so a stream waiting for events

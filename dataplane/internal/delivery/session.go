@@ -323,7 +323,7 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 	var settle []broker.AckHandle // acknowledged at the broker now
 	var redelivered int64
 	var summary filter.Summary
-	shared := s.svc.topicShared(s.ref.Topic.ID)
+	sharing := s.svc.topicSharing(s.ref.Topic.ID)
 	// Counted per batch: one metric update per event would cost more than skipping the event.
 	var skippedWorkflow, skippedFilter, undecodable int64
 	for i := range deliveries {
@@ -331,6 +331,7 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 		// Every subscription of a topic reads all of its events; most subscriptions take few of them.
 		// Reject from the summary when it decides, so a skipped event is never decoded.
 		filterDecided := false
+		shared := sharing.mayShare()
 		if (summaries != nil || s.encodedEvents) && filter.Summarize(d.Value, &summary) == nil {
 			if !summary.TargetsWorkflow(workflow) {
 				skippedWorkflow++
@@ -347,6 +348,7 @@ func (s *Session) admit(ctx context.Context, deliveries []broker.Delivery) ([]*p
 				continue
 			}
 			filterDecided = decided
+			shared = sharing.shares(&summary)
 			if decided && s.encodedEvents {
 				if field, ok := s.svc.decoded.encodedEventField(d.Value, shared); ok {
 					taken = append(taken, accepted{delivery: d, encoded: field, dataType: summary.DataType, priority: summary.Priority})
