@@ -141,8 +141,8 @@ func (c streamProtoCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
 func (streamProtoCodec) Unmarshal(data []byte, v any) error {
 	switch m := v.(type) {
 	case *pdsv1.PublishRequest:
-		// A third of protobuf's time, without reflection. UnmarshalVT does not check that strings are
-		// UTF-8; Publish checks every string of every event (routing.Normalize).
+		// UnmarshalVT takes two thirds of proto.Unmarshal's time, without reflection, but does not check
+		// that strings are UTF-8: Publish checks every string of every event (routing.Normalize).
 		m.Reset()
 		return m.UnmarshalVT(data)
 	case proto.Message:
