@@ -341,6 +341,9 @@ func checkPortfolioID(id string) string {
 }
 
 func checkRoutingKey(key string) string {
+	if len(key) <= MaxRoutingKeyLength && isPrintableASCII(key) {
+		return ""
+	}
 	if n := utf8.RuneCountInString(key); n > MaxRoutingKeyLength {
 		return fmt.Sprintf("at most %d characters (got %d); shorten the routing key", MaxRoutingKeyLength, n)
 	}
@@ -361,6 +364,9 @@ func checkTargetWorkflows(p *problems, targets []string) {
 			"at most %d workflows (got %d); leave the list empty to reach every subscribed workflow", MaxTargetWorkflows, len(targets)))
 	}
 	for i, w := range targets {
+		if len(w) <= MaxWorkflowLength && isPrintableASCII(w) {
+			continue
+		}
 		var problem string
 		switch n := utf8.RuneCountInString(w); {
 		case n == 0 || strings.TrimSpace(w) == "":
@@ -380,8 +386,11 @@ func checkTargetWorkflows(p *problems, targets []string) {
 
 // checkToken checks length (in characters) and character set of an identifier-like value.
 func checkToken(s string, maxLen int, allowed func(rune) bool, allowedText, fix string) string {
-	if n := utf8.RuneCountInString(s); n > maxLen {
-		return fmt.Sprintf("at most %d characters (got %d); %s", maxLen, n, fix)
+	// No more bytes than allowed characters means no more characters either: counting them is left out.
+	if len(s) > maxLen {
+		if n := utf8.RuneCountInString(s); n > maxLen {
+			return fmt.Sprintf("at most %d characters (got %d); %s", maxLen, n, fix)
+		}
 	}
 	for i, r := range s {
 		if !allowed(r) {
@@ -389,6 +398,17 @@ func checkToken(s string, maxLen int, allowed func(rune) bool, allowedText, fix 
 		}
 	}
 	return ""
+}
+
+// isPrintableASCII reports whether s is non-empty and only printable ASCII other than space: the common
+// case of routing keys and workflow names, which then need no further checks.
+func isPrintableASCII(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func isAlnum(r rune) bool {
@@ -423,32 +443,14 @@ func isCanonicalTimestamp(ts string) bool {
 	if len(ts) != len(TimestampLayout) {
 		return false
 	}
+	// A digit wherever the layout has one, and the layout's own separators between them.
 	for i := range len(ts) {
-		switch i {
-		case 4, 7:
-			if ts[i] != '-' {
+		if c, want := ts[i], TimestampLayout[i]; want >= '0' && want <= '9' {
+			if c < '0' || c > '9' {
 				return false
 			}
-		case 10:
-			if ts[i] != 'T' {
-				return false
-			}
-		case 13, 16:
-			if ts[i] != ':' {
-				return false
-			}
-		case 19:
-			if ts[i] != '.' {
-				return false
-			}
-		case 23:
-			if ts[i] != 'Z' {
-				return false
-			}
-		default:
-			if ts[i] < '0' || ts[i] > '9' {
-				return false
-			}
+		} else if c != want {
+			return false
 		}
 	}
 	num := func(from, to int) int {
@@ -459,9 +461,22 @@ func isCanonicalTimestamp(ts string) bool {
 		return n
 	}
 	year, month, day := num(0, 4), num(5, 7), num(8, 10)
-	if year < 1 || month < 1 || month > 12 || day < 1 || num(11, 13) > 23 || num(14, 16) > 59 || num(17, 19) > 59 {
-		return false
+	return year >= 1 && month >= 1 && month <= 12 && day >= 1 && day <= daysIn(month, year) &&
+		num(11, 13) <= 23 && num(14, 16) <= 59 && num(17, 19) <= 59
+}
+
+// daysIn is the number of days of a month (1–12) of a year of the proleptic Gregorian calendar, which
+// the time package uses.
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	default:
+		return 31
 	}
-	// time.Date normalises an impossible day (February 30) into the next month.
-	return time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC).Day() == day
 }

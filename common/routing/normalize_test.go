@@ -2,6 +2,7 @@ package routing_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -147,6 +148,20 @@ func TestNormalizeLimits(t *testing.T) {
 		{name: "target workflow at 101 characters", mutate: func(ev *pdsv1.PortfolioDistribution) {
 			ev.Routing.TargetWorkflows = []string{"ok", strings.Repeat("w", 101)}
 		}, wantField: "routing.target_workflows[1]", wantText: "at most 100 characters (got 101)"},
+		// Lengths count characters, not bytes: 100 two-byte characters are within the limit.
+		{name: "target workflow at 100 non-ASCII characters", mutate: func(ev *pdsv1.PortfolioDistribution) {
+			ev.Routing.TargetWorkflows = []string{strings.Repeat("é", 100)}
+		}},
+		{name: "target workflow with spaces and non-ASCII letters", mutate: func(ev *pdsv1.PortfolioDistribution) {
+			ev.Routing.TargetWorkflows = []string{"équipe risque"}
+		}},
+		{name: "target workflow of spaces", mutate: func(ev *pdsv1.PortfolioDistribution) { ev.Routing.TargetWorkflows = []string{"  "} },
+			wantField: "routing.target_workflows[0]", wantText: "must not be empty"},
+		{name: "target workflow with a control character", mutate: func(ev *pdsv1.PortfolioDistribution) { ev.Routing.TargetWorkflows = []string{"risk\x07"} },
+			wantField: "routing.target_workflows[0]", wantText: "control characters"},
+		{name: "routing_key at 256 non-ASCII characters", mutate: func(ev *pdsv1.PortfolioDistribution) { ev.Routing.RoutingKey = strings.Repeat("é", 256) }},
+		{name: "routing_key at 257 non-ASCII characters", mutate: func(ev *pdsv1.PortfolioDistribution) { ev.Routing.RoutingKey = strings.Repeat("é", 257) },
+			wantField: "routing.routing_key", wantText: "at most 256 characters (got 257)"},
 		{name: "empty target workflow", mutate: func(ev *pdsv1.PortfolioDistribution) { ev.Routing.TargetWorkflows = []string{""} },
 			wantField: "routing.target_workflows[0]", wantText: "must not be empty"},
 		// Events decoded by UnmarshalVT reach Normalize without protobuf's UTF-8 check.
@@ -442,6 +457,10 @@ func TestCanonicalTimestampsAreKeptAsFormatTimestampWritesThem(t *testing.T) {
 		{name: "microseconds", ts: "2025-06-21T10:00:00.000001Z"},
 		{name: "lower-case t", ts: "2025-06-21t10:00:00.000Z"},
 		{name: "day 00", ts: "2025-06-00T10:00:00.000Z"},
+		{name: "century, not a leap year", ts: "1900-02-29T00:00:00.000Z"},
+		{name: "fourth century, a leap year", ts: "2000-02-29T00:00:00.000Z"},
+		{name: "31st of a 30-day month", ts: "2025-04-31T00:00:00.000Z"},
+		{name: "year 1", ts: "0001-01-01T00:00:00.000Z"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -460,5 +479,27 @@ func TestCanonicalTimestampsAreKeptAsFormatTimestampWritesThem(t *testing.T) {
 				t.Fatalf("Normalize gave timestamp %q, want %q", ev.GetTimestamp(), routing.FormatTimestamp(parsed))
 			}
 		})
+	}
+}
+
+// TestCanonicalTimestampsOfEveryDateAreRecognised compares, for days 0 to 32 of months 0 to 13 in years
+// around leap days, centuries and the ends of the range, Normalize's verdict with what time.Parse and
+// FormatTimestamp say: a canonical timestamp is kept as given, any other is rewritten or refused.
+func TestCanonicalTimestampsOfEveryDateAreRecognised(t *testing.T) {
+	t.Parallel()
+	for _, year := range []int{1, 1900, 2000, 2023, 2024, 9999} {
+		for month := 0; month <= 13; month++ {
+			for day := 0; day <= 32; day++ {
+				ts := fmt.Sprintf("%04d-%02d-%02dT23:59:59.999Z", year, month, day)
+				ev := validEvent()
+				ev.Timestamp = ts
+				err := routing.Normalize(ev, "", publishTime)
+				parsed, parseErr := time.Parse(time.RFC3339Nano, ts)
+				valid := parseErr == nil && routing.FormatTimestamp(parsed) == ts
+				if valid != (err == nil && ev.GetTimestamp() == ts) {
+					t.Fatalf("%s: Normalize gave %q, err %v; time.Parse: %v", ts, ev.GetTimestamp(), err, parseErr)
+				}
+			}
+		}
 	}
 }
