@@ -413,7 +413,7 @@ func topicNames(ref TopicRef) engineNames {
 
 // Subjects of a topic's stream. Partitions and target workflows travel inside the batches:
 //
-//	<prefix>.all          every record, in frames of version 3; before that version, the records with no
+//	<prefix>.all          every record, in frames of version 3 or 4; before version 3, the records with no
 //	                      target workflows
 //	<prefix>.w.<token>    before frame version 3, the records targeting the workflow whose engineToken is
 //	                      token, one copy per target workflow; still read

@@ -23,7 +23,7 @@ func (b *EmbeddedBroker) Publish(ctx context.Context, topic TopicRef, records []
 		if r.Partition < 0 || r.Partition >= topic.Partitions {
 			return fmt.Errorf("publish to topic %q: record %d: partition %d outside [0, %d)", topic.Name, i, r.Partition, topic.Partitions)
 		}
-		if size := encodedRecordSize(r) + batchFrameHeaderSize; size > embeddedMaxPayload {
+		if size := encodedRecordSize(r) + batchFrameOverhead; size > embeddedMaxPayload {
 			return fmt.Errorf("publish to topic %q: record %d: encoded size %d bytes exceeds the %d byte limit", topic.Name, i, size, embeddedMaxPayload)
 		}
 	}
@@ -101,8 +101,7 @@ func (b *EmbeddedBroker) ensureStreamSubjects(ctx context.Context, topic TopicRe
 // publishBatch is one engine message being filled or written; done closes once the engine acknowledged
 // it (err nil) or the write failed.
 type publishBatch struct {
-	frame []byte
-	count int
+	frame *frameBuilder
 	done  chan struct{}
 	err   error
 }
@@ -136,21 +135,20 @@ func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
 	size := encodedRecordSize(r)
 	pb.mu.Lock()
 	defer pb.mu.Unlock()
-	if pb.open != nil && len(pb.open.frame)+size > opts.BatchBytes {
+	if pb.open != nil && pb.open.frame.size+size > opts.BatchBytes {
 		if err := pb.writeLocked(); err != nil {
 			return nil, err
 		}
 	}
 	if pb.open == nil {
 		pb.open = &publishBatch{
-			frame: newBatchFrame(batchFrameHeaderSize + 4*size), // grows by append under load
+			frame: newFrameBuilder(batchFrameOverhead + 4*size), // grows by append under load
 			done:  make(chan struct{}),
 		}
 	}
 	batch := pb.open
-	batch.frame = appendRecord(batch.frame, r)
-	batch.count++
-	if pb.inFlight == 0 || batch.count >= opts.BatchRecords || len(batch.frame) >= opts.BatchBytes {
+	batch.frame.add(r)
+	if pb.inFlight == 0 || batch.frame.count >= opts.BatchRecords || batch.frame.size >= opts.BatchBytes {
 		if err := pb.writeLocked(); err != nil {
 			return nil, err
 		}
@@ -164,7 +162,7 @@ func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
 func (pb *topicBatcher) writeLocked() error {
 	batch := pb.open
 	pb.open = nil
-	sealBatchFrame(batch.frame, batch.count)
+	frame := batch.frame.seal()
 	b := pb.broker
 	select {
 	case b.writeSlots <- struct{}{}:
@@ -172,7 +170,7 @@ func (pb *topicBatcher) writeLocked() error {
 		batch.finish(ErrClosed)
 		return ErrClosed
 	}
-	future, err := b.js.PublishMsgAsync(&nats.Msg{Subject: pb.subject, Data: batch.frame})
+	future, err := b.js.PublishMsgAsync(&nats.Msg{Subject: pb.subject, Data: frame})
 	if err != nil {
 		<-b.writeSlots
 		err = fmt.Errorf("write batch to %s: %w", pb.subject, err)
