@@ -15,7 +15,7 @@ type topicSharing struct {
 	byWorkflow map[string]int
 }
 
-// newTopicSharing counts the sessions among sessions that read the topic topicID.
+// newTopicSharing counts the subscriptions whose sessions, among sessions, read the topic topicID.
 func newTopicSharing(sessions map[string]*Session, topicID string) *topicSharing {
 	workflows := map[string]string{} // subscription ID → its workflow
 	for _, sess := range sessions {
