@@ -41,7 +41,12 @@ const (
 // consumer that reads every subject skips it and takes the primary copy.
 const recordCopy byte = 1
 
-var errBadBatchFrame = errors.New("malformed batch frame")
+var (
+	errBadBatchFrame = errors.New("malformed batch frame")
+	// errNewerBatchFrame: the frame's version is later than this build knows, so a later build of PDS wrote
+	// it. It is not malformed, and must wait for that build.
+	errNewerBatchFrame = errors.New("batch frame written by a later version of PDS")
+)
 
 // frameBuilder writes a frame: records in publish order, and the index alongside.
 type frameBuilder struct {
@@ -173,7 +178,10 @@ func decodeBatchFrame(data []byte, sel recordSelector) (decodedFrame, error) {
 		return decodedFrame{}, fmt.Errorf("%w: bad header", errBadBatchFrame)
 	}
 	version := data[0]
-	if version < batchFrameVersion1 || version > batchFrameVersion {
+	if version > batchFrameVersion {
+		return decodedFrame{}, fmt.Errorf("%w: version %d, this build reads up to %d", errNewerBatchFrame, version, batchFrameVersion)
+	}
+	if version < batchFrameVersion1 {
 		return decodedFrame{}, fmt.Errorf("%w: unknown version %d", errBadBatchFrame, version)
 	}
 	count := int(binary.BigEndian.Uint32(data[1:batchFrameHeaderSize]))

@@ -515,6 +515,13 @@ func (c *embeddedConsumer) acceptLocked(m *nats.Msg) {
 		return
 	}
 	frame, err := decodeBatchFrame(m.Data, sel)
+	if errors.Is(err, errNewerBatchFrame) {
+		// An earlier build running on a later build's data: dropping the batch would lose its events.
+		c.broker.log.Error("embedded broker: batch written by a later PDS version, left in place; run that version or a later one on this data directory",
+			"stream_seq", meta.Sequence.Stream, "err", err)
+		c.reply(m, ackNakLater)
+		return
+	}
 	if err != nil {
 		// Redelivering it would fail the same way forever.
 		c.broker.log.Error("embedded broker: dropping undecodable batch", "stream_seq", meta.Sequence.Stream, "err", err)
@@ -781,7 +788,9 @@ var (
 	ackAck = []byte("+ACK")
 	// A Nak with a delay is stored by the engine (the record is due again after the delay, even across a
 	// restart), unlike a plain Nak, which only queues the record in memory.
-	ackNak        = []byte("-NAK 1ms")
+	ackNak = []byte("-NAK 1ms")
+	// ackNakLater keeps a batch this build cannot read, without retrying it more than twice a minute.
+	ackNakLater   = []byte("-NAK 30s")
 	ackInProgress = []byte("+WIP")
 	ackTerm       = []byte("+TERM")
 )

@@ -401,6 +401,49 @@ func TestEmbeddedReadsWorkflowSubjectsOfFrameVersion2(t *testing.T) {
 	}
 }
 
+// A batch written by a later version of PDS (an earlier build run on its data) is neither delivered nor
+// dropped: it stays unacknowledged at the engine for that version, and the records after it still flow.
+func TestEmbeddedKeepsBatchesOfALaterVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an in-process JetStream server")
+	}
+	t.Parallel()
+	b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	topic := newTopic(t, b, 2)
+	later := newFrameBuilder(0)
+	later.add(&Record{Partition: 0, Key: "k0", EventID: "from-the-future", Value: []byte("{}")})
+	frame := later.seal()
+	frame[0] = batchFrameVersion + 1
+	ack, err := b.js.Publish(ctx, topicNames(topic).topicSubject(), frame)
+	if err != nil {
+		t.Fatalf("write a frame of a later version: %v", err)
+	}
+	current := routedRecords("now", 8, 2, "wf-a", "wf-b")
+	publish(t, b, topic, current)
+
+	sub := newSubscription(topic)
+	sub.Workflow = "wf-a"
+	c := subscribe(t, b, sub, ConsumerOptions{})
+	want := wantedBy(current, "wf-a")
+	got := append(receiveWanted(t, c, want), drain(t, c, 300*time.Millisecond)...)
+	assertSameIDs(t, "records after the later version's batch", eventIDs(got), sortedIDs(want))
+
+	cons, err := b.js.Consumer(ctx, topicNames(topic).stream, consumerName(sub))
+	if err != nil {
+		t.Fatalf("engine consumer: %v", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatalf("engine consumer info: %v", err)
+	}
+	if info.AckFloor.Stream >= ack.Sequence {
+		t.Fatalf("the engine's ack floor is %d, at or past the later version's batch (%d): it was acknowledged or dropped",
+			info.AckFloor.Stream, ack.Sequence)
+	}
+}
+
 func TestEmbeddedReattachWithAnotherWorkflowUpdatesTheFilter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
