@@ -2,8 +2,10 @@ package routing_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"github.com/pds-platform/pds/common/routing"
@@ -132,5 +134,31 @@ func TestDefaultTopicOfUnspecifiedTypeIsEmpty(t *testing.T) {
 	t.Parallel()
 	if got := routing.DefaultTopic(pdsv1.PortfolioDataType_PORTFOLIO_DATA_TYPE_UNSPECIFIED); got != "" {
 		t.Errorf("DefaultTopic(UNSPECIFIED) = %q, want \"\"", got)
+	}
+}
+
+// FormatTimestamp writes its digits itself: it must write what time.Format writes, for times across the
+// whole range, in any zone, and fall back to it outside years 0–9999.
+func TestFormatTimestampWritesWhatTimeFormatWrites(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	zones := []*time.Location{time.UTC, time.FixedZone("east", 14*3600), time.FixedZone("west", -(9*3600 + 30*60))}
+	lo := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	hi := time.Date(10001, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	times := []time.Time{
+		time.Date(2025, 6, 21, 10, 0, 0, 999_999_999, time.UTC),
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999_000_000, time.UTC),
+		time.Date(-1, 12, 31, 23, 59, 59, 0, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	for range 100_000 {
+		sec := lo + rng.Int64N(hi-lo)
+		times = append(times, time.Unix(sec, rng.Int64N(1e9)).In(zones[rng.IntN(len(zones))]))
+	}
+	for _, ts := range times {
+		if got, want := routing.FormatTimestamp(ts), ts.UTC().Format(routing.TimestampLayout); got != want {
+			t.Fatalf("FormatTimestamp(%v) = %q, time.Format writes %q", ts, got, want)
+		}
 	}
 }
