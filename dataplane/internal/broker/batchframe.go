@@ -50,10 +50,8 @@ var (
 
 // frameBuilder writes a frame: records in publish order, and the index alongside.
 type frameBuilder struct {
-	buf   []byte
-	count int
-	// size bounds the sealed frame's length: batchFrameOverhead plus encodedRecordSize of every record.
-	size    int
+	buf     []byte
+	count   int
 	entries map[string]*indexEntry
 	order   []*indexEntry // first-seen order, so equal batches make equal frames
 }
@@ -70,7 +68,7 @@ type indexEntry struct {
 func newFrameBuilder(capacity int) *frameBuilder {
 	buf := make([]byte, batchFrameHeaderSize, max(capacity, batchFrameHeaderSize))
 	buf[0] = batchFrameVersion
-	return &frameBuilder{buf: buf, size: batchFrameOverhead}
+	return &frameBuilder{buf: buf}
 }
 
 // encodedRecordSize bounds the bytes r adds to a frame: its encoding, and its share of the index as if
@@ -105,7 +103,6 @@ func (f *frameBuilder) add(r *Record) {
 		f.index(w, offset)
 	}
 	f.count++
-	f.size += encodedRecordSize(r)
 }
 
 // index lists the record being added, at offset, under workflow.

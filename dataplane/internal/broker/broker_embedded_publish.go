@@ -102,8 +102,10 @@ func (b *EmbeddedBroker) ensureStreamSubjects(ctx context.Context, topic TopicRe
 // it (err nil) or the write failed.
 type publishBatch struct {
 	frame *frameBuilder
-	done  chan struct{}
-	err   error
+	// size bounds the sealed frame's length: batchFrameOverhead plus encodedRecordSize of every record.
+	size int
+	done chan struct{}
+	err  error
 }
 
 func (p *publishBatch) finish(err error) {
@@ -135,7 +137,7 @@ func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
 	size := encodedRecordSize(r)
 	pb.mu.Lock()
 	defer pb.mu.Unlock()
-	if pb.open != nil && pb.open.frame.size+size > opts.BatchBytes {
+	if pb.open != nil && pb.open.size+size > opts.BatchBytes {
 		if err := pb.writeLocked(); err != nil {
 			return nil, err
 		}
@@ -143,12 +145,14 @@ func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
 	if pb.open == nil {
 		pb.open = &publishBatch{
 			frame: newFrameBuilder(batchFrameOverhead + 4*size), // grows by append under load
+			size:  batchFrameOverhead,
 			done:  make(chan struct{}),
 		}
 	}
 	batch := pb.open
 	batch.frame.add(r)
-	if pb.inFlight == 0 || batch.frame.count >= opts.BatchRecords || batch.frame.size >= opts.BatchBytes {
+	batch.size += size
+	if pb.inFlight == 0 || batch.frame.count >= opts.BatchRecords || batch.size >= opts.BatchBytes {
 		if err := pb.writeLocked(); err != nil {
 			return nil, err
 		}
