@@ -29,6 +29,9 @@ const (
 	DefaultEmbeddedBatchRecords   = 256
 	DefaultEmbeddedBatchBytes     = 512 << 10
 	DefaultEmbeddedInFlightWrites = 64
+	// DefaultEmbeddedPositionInterval bounds what a crash delivers again to about a second's
+	// acknowledgements, for one synced file write a second.
+	DefaultEmbeddedPositionInterval = time.Second
 )
 
 // embeddedMaxPayload bounds one JetStream message (one batch), so one record can be nearly this large.
@@ -69,6 +72,10 @@ type EmbeddedOptions struct {
 	// InFlightWrites caps the batches written and not yet acknowledged by the engine, across all topics;
 	// Publish blocks beyond it. Zero means DefaultEmbeddedInFlightWrites.
 	InFlightWrites int
+	// PositionInterval is how often the subscriptions' resume positions are saved (see
+	// broker_embedded_positions.go): what a crash may deliver again. Zero means
+	// DefaultEmbeddedPositionInterval.
+	PositionInterval time.Duration
 }
 
 func (o *EmbeddedOptions) withDefaults() EmbeddedOptions {
@@ -90,6 +97,9 @@ func (o *EmbeddedOptions) withDefaults() EmbeddedOptions {
 	}
 	if out.InFlightWrites <= 0 {
 		out.InFlightWrites = DefaultEmbeddedInFlightWrites
+	}
+	if out.PositionInterval <= 0 {
+		out.PositionInterval = DefaultEmbeddedPositionInterval
 	}
 	return out
 }
@@ -124,6 +134,10 @@ type EmbeddedBroker struct {
 	// changing holds, per subscription whose engine consumer a Seek or Subscribe is changing, the
 	// channel closed when it is done (by stream/consumer).
 	changing map[string]chan struct{}
+
+	positions     *positionBook
+	stopPositions chan struct{}
+	positionsDone chan struct{}
 }
 
 // OpenEmbedded starts the engine on opts.Dir and connects to it.
@@ -132,6 +146,10 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		return nil, errors.New("open embedded broker: Dir is required")
 	}
 	o := opts.withDefaults()
+	positions, err := loadPositions(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open embedded broker in %s: %w", o.Dir, err)
+	}
 	srvOpts := &server.Options{
 		ServerName:         "pds-embedded",
 		DontListen:         true,
@@ -172,6 +190,10 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		reapers:    map[chan struct{}]struct{}{},
 		kv:         map[string]jetstream.KeyValue{},
 		changing:   map[string]chan struct{}{},
+
+		positions:     positions,
+		stopPositions: make(chan struct{}),
+		positionsDone: make(chan struct{}),
 	}
 	// The engine may still cut a connection off (a client that falls too far behind reading is a slow
 	// consumer to it): the connections then reconnect at once rather than leave the broker unusable until
@@ -207,6 +229,7 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		_ = b.shutdown()
 		return nil, fmt.Errorf("open embedded broker: jetstream: %w", err)
 	}
+	go b.runPositions(o.PositionInterval, b.stopPositions, b.positionsDone)
 	return b, nil
 }
 
@@ -250,6 +273,13 @@ func (b *EmbeddedBroker) Close() error {
 		for _, done := range reapers {
 			<-done
 		}
+		close(b.stopPositions)
+		<-b.positionsDone
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := b.checkpointPositions(ctx); err != nil {
+			b.log.Warn("embedded broker: subscription positions not saved at close; the next start delivers more again", "err", err)
+		}
+		cancel()
 		close(b.closed)
 		b.closeErr = b.shutdown()
 	})
@@ -371,6 +401,10 @@ func (b *EmbeddedBroker) DeleteTopic(ctx context.Context, ref TopicRef) error {
 	// A topic created again with this id gets a batcher that checks its stream's subjects afresh.
 	delete(b.writers, names.stream)
 	b.mu.Unlock()
+	b.positions.removeIf(func(key string) bool { return strings.HasPrefix(key, names.stream+"/") })
+	if err := b.positions.save(); err != nil {
+		b.log.Warn("embedded broker: positions of a deleted topic's subscriptions not forgotten yet", "topic", ref.Name, "err", err)
+	}
 	return nil
 }
 
@@ -385,9 +419,14 @@ func (b *EmbeddedBroker) DeleteSubscription(ctx context.Context, sub Subscriptio
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete subscription %s: %w", sub.ID, err)
 	}
+	key := names.stream + "/" + durable
 	b.mu.Lock()
-	delete(b.acks, names.stream+"/"+durable)
+	delete(b.acks, key)
 	b.mu.Unlock()
+	b.positions.removeIf(func(k string) bool { return k == key })
+	if err := b.positions.save(); err != nil {
+		b.log.Warn("embedded broker: position of a deleted subscription not forgotten yet", "subscription", sub.ID, "err", err)
+	}
 	return nil
 }
 

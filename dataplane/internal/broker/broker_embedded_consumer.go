@@ -123,8 +123,14 @@ func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef
 		MaxDeliver:     -1,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		FilterSubjects: names.consumerFilter(sub.Workflow),
+		MemoryStorage:  true,
 	}
-	if !sub.StartTime.IsZero() {
+	key := stream + "/" + durable
+	if resume, ok := b.positions.get(key); ok {
+		// The engine lost the consumer in a restart: it resumes where it was last saved.
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = resume
+	} else if !sub.StartTime.IsZero() {
 		start := sub.StartTime.UTC()
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &start
@@ -142,9 +148,15 @@ func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef
 			if err != nil {
 				return fmt.Errorf("subscribe %s: create consumer: %w", sub.ID, err)
 			}
+			if err := b.recordPosition(ctx, key); err != nil {
+				return fmt.Errorf("subscribe %s: %w", sub.ID, err)
+			}
 			return nil
 		case err != nil:
 			return fmt.Errorf("subscribe %s: %w", sub.ID, err)
+		}
+		if !cons.CachedInfo().Config.MemoryStorage && !b.attached(key) {
+			return b.moveStateToMemory(ctx, sub, key, cons.CachedInfo(), cfg)
 		}
 		current := cons.CachedInfo().Config
 		if current.AckWait == cfg.AckWait && current.MaxAckPending == cfg.MaxAckPending && sameFilter(current, cfg.FilterSubjects) {
@@ -160,6 +172,42 @@ func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef
 		return nil
 	}
 	return fmt.Errorf("subscribe %s: consumer kept changing concurrently", sub.ID)
+}
+
+// moveStateToMemory replaces a consumer created by an earlier version, which keeps its state in files,
+// with one that keeps it in memory, resuming after the old one's acknowledgement floor: its records
+// delivered and not yet acknowledged come again, as they would on reconnecting, and so may records
+// acknowledged above the floor. The position is saved before the old consumer goes.
+func (b *EmbeddedBroker) moveStateToMemory(ctx context.Context, sub SubscriptionRef, key string, old *jetstream.ConsumerInfo, cfg jetstream.ConsumerConfig) error {
+	resume := old.AckFloor.Stream + 1
+	b.positions.set(key, resume)
+	if err := b.positions.save(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", sub.ID, err)
+	}
+	cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+	cfg.OptStartSeq = resume
+	cfg.OptStartTime = nil
+	if err := b.js.DeleteConsumer(ctx, old.Stream, old.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("subscribe %s: replace the consumer of an earlier version: %w", sub.ID, err)
+	}
+	if err := b.createConsumerAfterDelete(ctx, old.Stream, cfg); err != nil {
+		return fmt.Errorf("subscribe %s: replace the consumer of an earlier version: %w", sub.ID, err)
+	}
+	b.ackRegistry(key).reset()
+	b.log.Info("embedded broker: subscription state moved to memory", "subscription", sub.ID, "resume_seq", resume)
+	return nil
+}
+
+// attached reports whether a consumer of this process reads the engine consumer of key.
+func (b *EmbeddedBroker) attached(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for c := range b.consumers {
+		if c.key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // sameFilter reports whether the consumer cfg already reads exactly the subjects filter names.
@@ -799,6 +847,10 @@ var (
 func (c *embeddedConsumer) reply(m *nats.Msg, body []byte) {
 	if err := c.broker.subConn.Publish(m.Reply, body); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		c.broker.log.Warn("embedded broker: acknowledgement not sent", "kind", string(body), "err", err)
+		return
+	}
+	if string(body) == string(ackAck) || string(body) == string(ackTerm) { // the floor may move
+		c.broker.positions.touch(c.key)
 	}
 }
 

@@ -18,7 +18,8 @@ var _ Seeker = (*EmbeddedBroker)(nil)
 // deletes the durable consumer and creates it again at pos, keeping its ack deadline and pending bound:
 // Earliest delivers everything the stream stores, Latest only what is published after the seek, Time what
 // was stored at or after it. The engine delivers no record twice within one consumer's life, so every
-// record from pos on is delivered again, acknowledged or not.
+// record from pos on is delivered again, acknowledged or not. The new position is saved before Seek returns
+// (broker_embedded_positions.go), so a crash right after it does not undo it.
 //
 // Consumers of the subscription attached in this process keep working: while the seek runs they do not
 // pull, they drop what they received from the old consumer (its handles become unknown), and they pull
@@ -66,6 +67,9 @@ func (b *EmbeddedBroker) Seek(ctx context.Context, sub SubscriptionRef, pos Seek
 	}
 	// Partial acknowledgements name stream sequences the new consumer delivers afresh.
 	b.ackRegistry(key).reset()
+	if err := b.recordPosition(ctx, key); err != nil {
+		return fmt.Errorf("seek subscription %s: %w", sub.ID, err)
+	}
 	return nil
 }
 
@@ -114,6 +118,18 @@ func (b *EmbeddedBroker) beginConsumerChange(ctx context.Context, key string) (c
 	}
 }
 
+// tryBeginConsumerChange claims the consumer of key like beginConsumerChange, unless a change is running.
+func (b *EmbeddedBroker) tryBeginConsumerChange(key string) (chan struct{}, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, busy := b.changing[key]; busy {
+		return nil, false
+	}
+	done := make(chan struct{})
+	b.changing[key] = done
+	return done, true
+}
+
 func (b *EmbeddedBroker) endConsumerChange(key string, done chan struct{}) {
 	b.mu.Lock()
 	delete(b.changing, key)
@@ -133,6 +149,7 @@ func (b *EmbeddedBroker) seekConsumerConfig(ctx context.Context, sub Subscriptio
 		MaxAckPending:  max(2*defaultMaxUnacked, 256),
 		MaxDeliver:     -1,
 		FilterSubjects: names.consumerFilter(sub.Workflow),
+		MemoryStorage:  true,
 	}
 	cons, err := b.js.Consumer(ctx, names.stream, durable)
 	switch {

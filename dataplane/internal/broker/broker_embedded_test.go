@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -575,17 +576,7 @@ func TestEmbeddedSurvivesSIGKILL(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	topic := TopicRef{TenantID: conformanceTenant, ID: uuid.NewString(), Name: "crash", Partitions: 4}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestEmbeddedSurvivesSIGKILL$")
-	cmd.Env = append(os.Environ(), crashChildDirEnv+"="+dir, crashChildTopicEnv+"="+topic.ID)
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start child: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	cmd, stdout := startChildTest(t, crashChildDirEnv+"="+dir, crashChildTopicEnv+"="+topic.ID)
 
 	stored := map[string]bool{}
 	lines := bufio.NewScanner(stdout)
@@ -627,6 +618,24 @@ func TestEmbeddedSurvivesSIGKILL(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startChildTest runs the calling test again in a child process with the extra environment, which tells
+// the test to play the child's part; the child is killed when the test ends.
+func startChildTest(t *testing.T, env ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, stdout
 }
 
 func runCrashChild(dir, topicID string) {
