@@ -297,9 +297,11 @@ disk_room_for_sustained() {
 	echo "pulsar: producer batching 1 ms (data plane driver default, baselines); broker overrides:"
 	grep -v '^[[:space:]]*#' deploy/pulsar/standalone-overrides.conf | grep '=' | sed 's/^/  /'
 } >"$results/settings.txt"
-cat "$results/settings.txt" >&2
 
 make --no-print-directory binaries
+# The disk's fsync latency bounds every durable write's, and so the P99 floor of every run.
+echo "disk of $tmp: $("$bin/pds-load" --fsync-probe "$tmp" 2>&1)" >>"$results/settings.txt"
+cat "$results/settings.txt" >&2
 
 # --- PostgreSQL and the control plane ------------------------------------------------------------------
 pg_port="$(free_port)"

@@ -39,6 +39,8 @@ type config struct {
 	summary string
 	// saturatedCheck, when set, is a file of results whose last run is judged instead of running anything.
 	saturatedCheck string
+	// fsyncProbeDir, when set, is a directory whose disk's fsync latency is measured instead of running anything.
+	fsyncProbeDir string
 
 	controlPlaneURL, dataPlaneURL string
 	pdsStreamsPerConn             int
@@ -77,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of pds-load itself to this file")
 	fs.StringVar(&cfg.summary, "summary", "", "print the table of the results in this file (as --out writes them) and exit; runs nothing")
 	fs.StringVar(&cfg.saturatedCheck, "saturated", "", "print \"saturated: WHY\" or \"kept up\" for the last run in this file (as --out writes them) and exit; runs nothing")
+	fs.StringVar(&cfg.fsyncProbeDir, "fsync-probe", "", "print how long an 8 KiB append plus fsync takes in this directory (1,000 samples, 2 ms apart) and exit; runs nothing")
 	fs.StringVar(&cfg.controlPlaneURL, "controlplane-url", "http://127.0.0.1:8080", "PDS control plane base URL (pds)")
 	fs.StringVar(&cfg.dataPlaneURL, "dataplane-url", "http://127.0.0.1:8081", "PDS data plane base URL (pds)")
 	fs.IntVar(&cfg.pdsStreamsPerConn, "pds-streams-per-connection", pdssys.DefaultStreamsPerConnection, "subscriber streams sharing one HTTP/2 connection (pds)")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pds-platform/pds/dataplane/internal/loadgen"
 )
@@ -22,6 +23,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if cfg.saturatedCheck != "" {
 		return judgeLast(cfg.saturatedCheck, stdout)
+	}
+	if cfg.fsyncProbeDir != "" {
+		latency, err := loadgen.ProbeFsync(cfg.fsyncProbeDir, 1000, 2*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "fsync of an 8 KiB append: %v\n", latency)
+		return err
 	}
 	var results []loadgen.Result
 	var failed []error

@@ -98,3 +98,18 @@ func TestSaturatedJudgesTheLastRun(t *testing.T) {
 		}
 	}
 }
+
+// --fsync-probe measures the directory's disk and prints one line, without running any system.
+func TestFsyncProbePrintsTheDisksLatency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 1,000 fsyncs")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), config{fsyncProbeDir: t.TempDir()}, &out, &out); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := out.String(); !strings.HasPrefix(got, "fsync of an 8 KiB append: p50 ") || !strings.Contains(got, "(1000 samples)") {
+		t.Errorf("output %q; want one line of percentiles over 1000 samples", got)
+	}
+}
