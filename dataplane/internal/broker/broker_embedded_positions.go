@@ -18,7 +18,7 @@ import (
 // Subscription consumers keep their delivery state in the engine's memory (MemoryStorage). With file
 // storage, and the fsync after every write that the records need, the engine rewrites and syncs each
 // consumer's state file up to ten times a second whatever the rate: with 100 subscriptions that is 1,000
-// synchronous writes a second competing with the records' own for the disk, which doubled fan-out's
+// synchronous writes a second competing with the records' own for the disk, which tripled fan-out's
 // Publish latency (BENCHMARKS.md). Instead PDS notes where each consumer must resume, the stream sequence
 // after its acknowledgement floor, in one file it syncs once per PositionInterval at most, and
 // creates a consumer the engine lost in a restart at that sequence. A crash therefore delivers again what

@@ -97,7 +97,12 @@ func TestEmbeddedResumesFromTheSavedPositionAfterSIGKILL(t *testing.T) {
 	subID := uuid.NewString()
 	cmd, stdout := startChildTest(t, resumeChildDirEnv+"="+dir, resumeChildSubEnv+"="+subID)
 	lines := bufio.NewScanner(stdout)
-	for lines.Scan() && lines.Text() != "ready" {
+	ready := false
+	for !ready && lines.Scan() {
+		ready = lines.Text() == "ready"
+	}
+	if !ready {
+		t.Fatal("the child ended before its position was saved (its output is above)")
 	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatalf("SIGKILL child: %v", err)
