@@ -147,7 +147,11 @@ func runResumeChild(t *testing.T, dir, subID string) {
 	if err := c.Ack(context.Background(), handles(acked)...); err != nil {
 		t.Fatalf("Ack: %v", err)
 	}
+	deadline := time.Now().Add(waitTimeout)
 	for savedResume(t, dir, consumerKey(sub)) != lastSeq+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("saved resume position is %d, want %d once the first 10 records are acknowledged", savedResume(t, dir, consumerKey(sub)), lastSeq+1)
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	fmt.Println("ready")
@@ -246,6 +250,37 @@ func TestPositionBookSavesConcurrentlyInOrder(t *testing.T) {
 	for g := range 8 {
 		if got := savedResume(t, dir, fmt.Sprintf("stream/consumer-%d", g)); got != 50 {
 			t.Errorf("consumer-%d: saved %d, want its last value 50", g, got)
+		}
+	}
+}
+
+// BenchmarkCheckpointPositions measures one checkpoint of 100 subscriptions that all acknowledged something
+// since the last one: the work PositionInterval repeats.
+func BenchmarkCheckpointPositions(b *testing.B) {
+	br := openEmbeddedForTest(b, b.TempDir(), EmbeddedOptions{PositionInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a flush needs a deadline
+	defer cancel()
+	topic := TopicRef{TenantID: conformanceTenant, ID: uuid.NewString(), Name: "bench", Partitions: 2}
+	if err := br.EnsureTopic(ctx, topic); err != nil {
+		b.Fatal(err)
+	}
+	var keys []string
+	for range 100 {
+		sub := newSubscription(topic)
+		c, err := br.Subscribe(ctx, sub, ConsumerOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		keys = append(keys, consumerKey(sub))
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		for _, key := range keys {
+			br.positions.touch(key)
+		}
+		if err := br.checkpointPositions(ctx); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
