@@ -209,10 +209,11 @@ func (b *EmbeddedBroker) runPositions(interval time.Duration, stop <-chan struct
 }
 
 // checkpointPositions reads the acknowledgement floor of every consumer touched since the last checkpoint
-// and saves the book. The floors come from one in-process read of the engine's account (no API request per
-// consumer: with thousands of subscriptions those cost a tenth of a core). Consumers a Seek or Subscribe is
-// changing are left for the next checkpoint: they record their new position themselves, and a floor read
-// before they finished would overwrite it; the others are held until their floors are noted.
+// and saves the book. The floors come from one in-process read of the engine's account: one API request per
+// consumer cost 15–17 ms per checkpoint of 100 subscriptions (BenchmarkCheckpointPositions), 0.3–0.5 ms this
+// way. Consumers a Seek or Subscribe is changing are left for the next checkpoint: they record their new
+// position themselves, and a floor read before they finished would overwrite it; the others are held until
+// their floors are noted.
 func (b *EmbeddedBroker) checkpointPositions(ctx context.Context) error {
 	keys := b.positions.takeDirty()
 	if len(keys) == 0 {
