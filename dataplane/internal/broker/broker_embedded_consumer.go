@@ -126,7 +126,7 @@ func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef
 		MemoryStorage:  true,
 	}
 	key := stream + "/" + durable
-	if resume, ok := b.positions.get(key); ok {
+	if resume, ok := b.savedResume(ctx, sub, key); ok {
 		// The engine lost the consumer in a restart: it resumes where it was last saved.
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = resume
@@ -172,6 +172,28 @@ func (b *EmbeddedBroker) ensureConsumer(ctx context.Context, sub SubscriptionRef
 		return nil
 	}
 	return fmt.Errorf("subscribe %s: consumer kept changing concurrently", sub.ID)
+}
+
+// savedResume is the saved position of the consumer of key, unless the topic's stream does not reach it:
+// then the position belongs to another life of the stream (a data directory restored from an older
+// backup than the positions file), and resuming there would skip records stored since, so the subscription
+// starts over from its start time instead (at least once).
+func (b *EmbeddedBroker) savedResume(ctx context.Context, sub SubscriptionRef, key string) (uint64, bool) {
+	resume, ok := b.positions.get(key)
+	if !ok {
+		return 0, false
+	}
+	stream, _, _ := strings.Cut(key, "/")
+	info, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return resume, true // creating the consumer reports what is wrong with the stream
+	}
+	if last := info.CachedInfo().State.LastSeq; resume > last+1 {
+		b.log.Warn("embedded broker: saved subscription position lies beyond the topic's records; delivering from the subscription's start",
+			"subscription", sub.ID, "resume_seq", resume, "last_seq", last)
+		return 0, false
+	}
+	return resume, true
 }
 
 // moveStateToMemory replaces a consumer created by an earlier version, which keeps its state in files,

@@ -213,6 +213,36 @@ func TestEmbeddedMovesAnEarlierVersionsConsumerToMemory(t *testing.T) {
 	}
 }
 
+// A positions file newer than the stream it describes (a data directory restored from an older backup)
+// must not make a subscription skip records: it starts over instead.
+func TestEmbeddedIgnoresAPositionBeyondTheStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an in-process JetStream server")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	b := openEmbeddedForTest(t, dir, EmbeddedOptions{})
+	topic := newTopic(t, b, 2)
+	sub := newSubscription(topic)
+	records := makeRecords("restored", 3, 2)
+	publishOneByOne(t, b, topic, records)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadPositions(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.set(consumerKey(sub), 1000)
+	if err := p.save(); err != nil {
+		t.Fatal(err)
+	}
+
+	b = openEmbeddedForTest(t, dir, EmbeddedOptions{})
+	c := subscribe(t, b, sub, ConsumerOptions{})
+	assertSameIDs(t, "records delivered with a position beyond the stream", eventIDs(receiveN(t, c, 3, true)), sortedIDs(records))
+}
+
 func TestEmbeddedRefusesUnreadablePositions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
