@@ -158,6 +158,18 @@ func runResumeChild(t *testing.T, dir, subID string) {
 	select {} // until killed
 }
 
+// storedForOneSubscription opens a broker in a new directory, publishes n records (one engine message
+// each) to a new topic and returns them with a subscription of that topic nothing has consumed yet.
+func storedForOneSubscription(t *testing.T, prefix string, n int) (dir string, b *EmbeddedBroker, sub SubscriptionRef, records []Record) {
+	t.Helper()
+	dir = t.TempDir()
+	b = openEmbeddedForTest(t, dir, EmbeddedOptions{})
+	topic := newTopic(t, b, 2)
+	records = makeRecords(prefix, n, 2)
+	publishOneByOne(t, b, topic, records)
+	return dir, b, newSubscription(topic), records
+}
+
 // TestEmbeddedMovesAnEarlierVersionsConsumerToMemory subscribes to a consumer made as builds before
 // 2026-11-29 made them (state in files) and checks it is replaced by one in memory that resumes after
 // what was acknowledged.
@@ -166,12 +178,8 @@ func TestEmbeddedMovesAnEarlierVersionsConsumerToMemory(t *testing.T) {
 		t.Skip("starts an in-process JetStream server")
 	}
 	t.Parallel()
-	dir := t.TempDir()
-	b := openEmbeddedForTest(t, dir, EmbeddedOptions{})
-	topic := newTopic(t, b, 2)
-	sub := newSubscription(topic)
-	records := makeRecords("earlier", 10, 2)
-	publishOneByOne(t, b, topic, records)
+	_, b, sub, records := storedForOneSubscription(t, "earlier", 10)
+	topic := sub.Topic
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -220,12 +228,7 @@ func TestEmbeddedIgnoresAPositionBeyondTheStream(t *testing.T) {
 		t.Skip("starts an in-process JetStream server")
 	}
 	t.Parallel()
-	dir := t.TempDir()
-	b := openEmbeddedForTest(t, dir, EmbeddedOptions{})
-	topic := newTopic(t, b, 2)
-	sub := newSubscription(topic)
-	records := makeRecords("restored", 3, 2)
-	publishOneByOne(t, b, topic, records)
+	dir, b, sub, records := storedForOneSubscription(t, "restored", 3)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
