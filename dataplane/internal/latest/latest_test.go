@@ -2,6 +2,7 @@ package latest_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -137,4 +138,45 @@ func encodings(t *testing.T, events []*pdsv1.PortfolioDistribution) [][]byte {
 		}
 	}
 	return out
+}
+
+// BenchmarkRecord measures noting the views of one Publish call of 20 events, half of them with a view,
+// over 1,000 portfolios, while the writer stores them in the engine behind it.
+func BenchmarkRecord(b *testing.B) {
+	ctx := context.Background()
+	br, err := broker.OpenEmbedded(ctx, broker.EmbeddedOptions{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	store := latest.New(br, slog.New(slog.DiscardHandler))
+	defer store.Close(ctx)
+	const perCall = 20
+	calls := make([][]*pdsv1.PortfolioDistribution, 50)
+	stored := make([][][]byte, len(calls))
+	for c := range calls {
+		for i := range perCall {
+			dataType := pdsv1.PortfolioDataType_PORTFOLIO_STATE
+			if i%2 == 1 {
+				dataType = pdsv1.PortfolioDataType_REBALANCING
+			}
+			calls[c] = append(calls[c], event(fmt.Sprintf("e%d-%d", c, i), dataType, fmt.Sprintf("p%d", (c*perCall+i)%1000), float64(i)))
+		}
+		for _, ev := range calls[c] {
+			data, err := proto.Marshal(ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			stored[c] = append(stored[c], data)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c := i % len(calls)
+		if err := store.Record(tenancy.DefaultTenantID, calls[c], stored[c]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }
