@@ -103,14 +103,20 @@ func deletePulsarNamespace(ctx context.Context, admin pulsaradmin.Client, ns str
 	if err != nil {
 		return fmt.Errorf("list topics of %s: %w", ns, err)
 	}
+	parents := map[string]bool{}
+	for _, topic := range partitioned {
+		parents[topic] = true
+	}
 	for _, list := range []struct {
 		topics         []string
 		nonPartitioned bool
 	}{{partitioned, false}, {plain, true}} {
 		for _, topic := range list.topics {
-			if list.nonPartitioned && strings.Contains(topic, "-partition-") {
+			if parent, _, ok := strings.Cut(topic, "-partition-"); list.nonPartitioned && ok && parents[parent] {
 				continue // deleted with its partitioned topic
 			}
+			// A partition whose partitioned topic is gone (a client recreated it while the topic was being
+			// deleted) is deleted on its own, or the namespace never empties.
 			tn, err := utils.GetTopicName(topic)
 			if err != nil {
 				return err

@@ -62,10 +62,8 @@ type slot struct {
 }
 
 type pendingValue struct {
-	// stored is the event as the broker keeps it (no format byte): the caller's bytes, which nothing
-	// modifies after Record.
-	stored []byte
-	seq    uint64
+	value []byte
+	seq   uint64
 }
 
 // Store records and reads the views. Its methods are safe for concurrent use; Close stops it.
@@ -116,9 +114,7 @@ const storedEventFormat byte = 0x00
 
 // Record notes the views of already stored, normalized events, given with their stored encodings
 // (stored[i] is events[i] as the broker keeps it); the last event per (view, portfolio) wins. Events
-// without a view are skipped. It does not block on the table. It keeps stored[i] until the value is
-// written, so the caller must not modify it; the table's copy is made then, once for all the values of a
-// portfolio that arrived in between.
+// without a view are skipped. It does not block on the table.
 func (s *Store) Record(tenantID string, events []*pdsv1.PortfolioDistribution, stored [][]byte) error {
 	if s.views == nil {
 		return nil
@@ -126,19 +122,28 @@ func (s *Store) Record(tenantID string, events []*pdsv1.PortfolioDistribution, s
 	if len(stored) != len(events) {
 		return fmt.Errorf("record views: %d events but %d encodings", len(events), len(stored))
 	}
-	recorded := false
-	s.mu.Lock()
+	var newest map[slot]int // index in events
 	for i, ev := range events {
 		if view, ok := ViewOf(ev.GetDataType()); ok {
-			s.seq++
-			s.pending[slot{tenantID, view, ev.GetData().GetPortfolioId()}] = pendingValue{stored: stored[i], seq: s.seq}
-			recorded = true
+			if newest == nil {
+				newest = map[slot]int{}
+			}
+			newest[slot{tenantID, view, ev.GetData().GetPortfolioId()}] = i
 		}
 	}
-	s.mu.Unlock()
-	if recorded {
-		s.signal()
+	if len(newest) == 0 {
+		return nil
 	}
+	s.mu.Lock()
+	for key, i := range newest {
+		value := make([]byte, 1+len(stored[i]))
+		value[0] = storedEventFormat
+		copy(value[1:], stored[i])
+		s.seq++
+		s.pending[key] = pendingValue{value: value, seq: s.seq}
+	}
+	s.mu.Unlock()
+	s.signal()
 	return nil
 }
 
@@ -150,12 +155,9 @@ func (s *Store) Get(ctx context.Context, tenantID string, view View, portfolioID
 	s.mu.Lock()
 	p, ok := s.pending[slot{tenantID, view, portfolioID}]
 	s.mu.Unlock()
-	var ev *pdsv1.PortfolioDistributed
-	var err error
-	if ok {
-		ev, err = decodeStored(p.stored)
-	} else {
-		var value []byte
+	value := p.value
+	if !ok {
+		var err error
 		value, ok, err = s.views.GetLatest(ctx, tenantID, string(view), portfolioID)
 		if err != nil {
 			return nil, false, fmt.Errorf("get %s view of portfolio %q: %w", view, portfolioID, err)
@@ -163,8 +165,8 @@ func (s *Store) Get(ctx context.Context, tenantID string, view View, portfolioID
 		if !ok {
 			return nil, false, nil
 		}
-		ev, err = decodeView(value)
 	}
+	ev, err := decodeView(value)
 	if err != nil {
 		return nil, false, fmt.Errorf("decode %s view of portfolio %q: %w", view, portfolioID, err)
 	}
@@ -173,21 +175,17 @@ func (s *Store) Get(ctx context.Context, tenantID string, view View, portfolioID
 
 func decodeView(value []byte) (*pdsv1.PortfolioDistributed, error) {
 	if len(value) > 0 && value[0] == storedEventFormat {
-		return decodeStored(value[1:])
+		var stored pdsv1.PortfolioDistribution
+		if err := proto.Unmarshal(value[1:], &stored); err != nil {
+			return nil, err
+		}
+		return routing.ToDistributed(&stored), nil
 	}
 	var ev pdsv1.PortfolioDistributed
 	if err := proto.Unmarshal(value, &ev); err != nil {
 		return nil, err
 	}
 	return &ev, nil
-}
-
-func decodeStored(stored []byte) (*pdsv1.PortfolioDistributed, error) {
-	var ev pdsv1.PortfolioDistribution
-	if err := proto.Unmarshal(stored, &ev); err != nil {
-		return nil, err
-	}
-	return routing.ToDistributed(&ev), nil
 }
 
 // Flush blocks until every recorded value is stored in the table, or ctx ends.
@@ -276,10 +274,7 @@ func (s *Store) writeRound(ctx context.Context, round map[slot]pendingValue) (fa
 		limit <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-limit }()
-			value := make([]byte, 1+len(p.stored))
-			value[0] = storedEventFormat
-			copy(value[1:], p.stored)
-			err := s.views.PutLatest(ctx, key.tenantID, string(key.view), key.portfolioID, value)
+			err := s.views.PutLatest(ctx, key.tenantID, string(key.view), key.portfolioID, p.value)
 			results <- result{key, p.seq, err}
 		})
 	}
