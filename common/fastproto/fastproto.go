@@ -3,7 +3,11 @@
 // The output is byte for byte what proto.Marshal writes for the same message.
 package fastproto
 
-import "slices"
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+)
 
 // Message is what protoc-gen-go-vtproto generates for every message of common/gen.
 type Message interface {
@@ -24,4 +28,13 @@ func Append(dst []byte, m Message) ([]byte, error) {
 		return nil, err
 	}
 	return dst[:end], nil
+}
+
+// AppendMessage appends m's encoding to dst: with the generated methods when m has them, with
+// proto.MarshalAppend for messages from outside common/gen.
+func AppendMessage(dst []byte, m proto.Message) ([]byte, error) {
+	if fast, ok := m.(Message); ok {
+		return Append(dst, fast)
+	}
+	return proto.MarshalOptions{}.MarshalAppend(dst, m)
 }

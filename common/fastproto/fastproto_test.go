@@ -3,8 +3,10 @@ package fastproto_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pds-platform/pds/common/fastproto"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
@@ -46,5 +48,23 @@ func TestAppendWritesWhatProtoMarshalWrites(t *testing.T) {
 				t.Fatalf("Append wrote\n%x\nafter the prefix, proto.Marshal writes\n%x", got[len(prefix):], want)
 			}
 		})
+	}
+}
+
+// A message without generated methods (here a well-known type) is encoded by proto.MarshalAppend.
+func TestAppendMessageEncodesMessagesWithoutGeneratedMethods(t *testing.T) {
+	t.Parallel()
+	for name, m := range map[string]proto.Message{
+		"generated":  &pdsv1.PublishedEvent{EventId: "e1", Topic: "t", Partition: 3},
+		"well-known": durationpb.New(1500 * time.Millisecond),
+	} {
+		want, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fastproto.AppendMessage([]byte("p"), m)
+		if err != nil || !bytes.Equal(got, append([]byte("p"), want...)) {
+			t.Errorf("%s: AppendMessage = %x, %v; want %x after the prefix", name, got, err, want)
+		}
 	}
 }

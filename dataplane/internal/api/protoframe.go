@@ -129,10 +129,8 @@ func (c streamProtoCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
 	switch m := v.(type) {
 	case *pdsv1.PortfolioMessage:
 		return c.encoder.appendMessage(dst, m)
-	case fastproto.Message:
-		return fastproto.Append(dst, m)
 	case proto.Message:
-		return proto.MarshalOptions{}.MarshalAppend(dst, m)
+		return fastproto.AppendMessage(dst, m)
 	default:
 		return nil, errNotProto(v)
 	}

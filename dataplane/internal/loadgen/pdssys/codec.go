@@ -37,10 +37,8 @@ func (leanCodec) Marshal(m any) ([]byte, error) {
 // what proto.Marshal takes (fastproto).
 func (leanCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	switch msg := m.(type) {
-	case fastproto.Message:
-		return fastproto.Append(dst, msg)
 	case proto.Message:
-		return proto.MarshalOptions{}.MarshalAppend(dst, msg)
+		return fastproto.AppendMessage(dst, msg)
 	default:
 		return nil, fmt.Errorf("marshal %T: not a protobuf message", m)
 	}
