@@ -39,8 +39,8 @@ const embeddedMaxPayload = 8 << 20
 
 // EmbeddedOptions configure OpenEmbedded.
 type EmbeddedOptions struct {
-	// Dir holds JetStream's files (streams, consumers, latest views). Required; reopening the same Dir
-	// finds every record and subscription position stored before.
+	// Dir holds JetStream's files (streams, latest views) and the subscriptions' positions. Required;
+	// reopening the same Dir finds every record and subscription position stored before.
 	Dir string
 	// Logger receives the engine's warnings and errors. Nil discards them.
 	Logger *slog.Logger
@@ -107,14 +107,16 @@ func (o *EmbeddedOptions) withDefaults() EmbeddedOptions {
 // EmbeddedBroker runs a NATS server with JetStream inside the process, reached through in-process
 // connections (no network listener), and stores every topic as one JetStream stream. Publish coalesces
 // records of one topic, across concurrent calls, into one JetStream message (see batchframe.go and
-// topicBatcher); consumers split those messages back into the records for their subscription's workflow
-// (see Broker) and acknowledge a message once every record in it they took is acknowledged.
+// topicBatcher). Subscriptions are not JetStream consumers: each is a cursor of PDS's over its topic's
+// stream (broker_embedded_cursor.go), which takes the records for its workflow (see Broker) from the frames
+// this process wrote, shared by all of the topic's cursors (broker_embedded_feed.go), or from the engine's
+// store, and keeps their acknowledgements itself.
 type EmbeddedBroker struct {
 	opts   EmbeddedOptions
 	log    *slog.Logger
 	server *server.Server
-	// pubConn carries publishes; subConn carries pull requests, deliveries and acks, so a flood of
-	// publishes does not queue ahead of acks.
+	// pubConn carries publishes; subConn carries the cursors' reads of the store, so a flood of publishes
+	// does not queue ahead of them.
 	pubConn *nats.Conn
 	subConn *nats.Conn
 	js      jetstream.JetStream
@@ -125,14 +127,13 @@ type EmbeddedBroker struct {
 	// writeSlots bounds batches in flight to the engine.
 	writeSlots chan struct{}
 
-	mu        sync.Mutex
-	writers   map[string]*topicBatcher // by stream
-	acks      map[string]*ackRegistry  // by stream/consumer
-	consumers map[*embeddedConsumer]struct{}
-	reapers   map[chan struct{}]struct{}    // closed consumers still releasing late messages
-	kv        map[string]jetstream.KeyValue // by tenant
-	// changing holds, per subscription whose engine consumer a Seek or Subscribe is changing, the
-	// channel closed when it is done (by stream/consumer).
+	mu      sync.Mutex
+	writers map[string]*topicBatcher       // by stream
+	feeds   map[string]*topicFeed          // by stream
+	cursors map[string]*subscriptionCursor // by stream/consumer
+	kv      map[string]jetstream.KeyValue  // by tenant
+	// changing holds, per subscription a Seek or Subscribe is working on, the channel closed when it is
+	// done (by stream/consumer).
 	changing map[string]chan struct{}
 
 	positions     *positionBook
@@ -161,8 +162,8 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		SyncAlways:         o.SyncInterval == 0,
 		SyncInterval:       o.SyncInterval,
 		// The engine's only clients are this process's connections, and what it may have queued for them
-		// is bounded by their consumers' pull requests (pullBytes each), so its default cut-off (64 MiB)
-		// would only turn a burst into a lost connection.
+		// is bounded by their requests (publish acknowledgements, one stored message per read), so its
+		// default cut-off (64 MiB) would only turn a burst into a lost connection.
 		MaxPending: 1 << 30,
 	}
 	srv, err := server.NewServer(srvOpts)
@@ -185,9 +186,8 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		closed:     make(chan struct{}),
 		writeSlots: make(chan struct{}, o.InFlightWrites),
 		writers:    map[string]*topicBatcher{},
-		acks:       map[string]*ackRegistry{},
-		consumers:  map[*embeddedConsumer]struct{}{},
-		reapers:    map[chan struct{}]struct{}{},
+		feeds:      map[string]*topicFeed{},
+		cursors:    map[string]*subscriptionCursor{},
 		kv:         map[string]jetstream.KeyValue{},
 		changing:   map[string]chan struct{}{},
 
@@ -197,8 +197,8 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 	}
 	// The engine may still cut a connection off (a client that falls too far behind reading is a slow
 	// consumer to it): the connections then reconnect at once rather than leave the broker unusable until
-	// the process restarts. Pull requests lost with the connection are renewed after their expiry, and
-	// writes awaiting the engine's answer fail, so their publishers retry.
+	// the process restarts. Reads lost with the connection fail and are retried, and writes awaiting the
+	// engine's answer fail, so their publishers retry.
 	connect := func(name string) (*nats.Conn, error) {
 		return nats.Connect("", nats.InProcessServer(srv), nats.Name(name),
 			nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond), nats.ReconnectJitter(0, 0),
@@ -256,30 +256,23 @@ func (b *EmbeddedBroker) isClosed() bool {
 func (b *EmbeddedBroker) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
-		consumers := make([]*embeddedConsumer, 0, len(b.consumers))
-		for c := range b.consumers {
-			consumers = append(consumers, c)
+		var consumers []*embeddedConsumer
+		for _, cur := range b.cursors {
+			cur.mu.Lock()
+			for c := range cur.consumers {
+				consumers = append(consumers, c)
+			}
+			cur.mu.Unlock()
 		}
 		b.mu.Unlock()
 		for _, c := range consumers {
 			_ = c.Close()
 		}
-		b.mu.Lock()
-		reapers := make([]chan struct{}, 0, len(b.reapers))
-		for done := range b.reapers {
-			reapers = append(reapers, done)
-		}
-		b.mu.Unlock()
-		for _, done := range reapers {
-			<-done
-		}
 		close(b.stopPositions)
 		<-b.positionsDone
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := b.checkpointPositions(ctx); err != nil {
+		if err := b.checkpointPositions(); err != nil {
 			b.log.Warn("embedded broker: subscription positions not saved at close; the next start delivers more again", "err", err)
 		}
-		cancel()
 		close(b.closed)
 		b.closeErr = b.shutdown()
 	})
@@ -393,14 +386,21 @@ func (b *EmbeddedBroker) DeleteTopic(ctx context.Context, ref TopicRef) error {
 		return fmt.Errorf("delete topic %q: %w", ref.Name, err)
 	}
 	b.mu.Lock()
-	for key := range b.acks {
+	var gone []*subscriptionCursor
+	for key, cur := range b.cursors {
 		if strings.HasPrefix(key, names.stream+"/") {
-			delete(b.acks, key)
+			gone = append(gone, cur)
+			delete(b.cursors, key)
 		}
 	}
-	// A topic created again with this id gets a batcher that checks its stream's subjects afresh.
+	// A topic created again with this id gets a batcher that checks its stream's subjects afresh, and a
+	// feed that starts from its stream's state.
 	delete(b.writers, names.stream)
+	delete(b.feeds, names.stream)
 	b.mu.Unlock()
+	for _, cur := range gone {
+		cur.markGone()
+	}
 	b.positions.removeIf(func(key string) bool { return strings.HasPrefix(key, names.stream+"/") })
 	if err := b.positions.save(); err != nil {
 		b.log.Warn("embedded broker: positions of a deleted topic's subscriptions not forgotten yet", "topic", ref.Name, "err", err)
@@ -408,21 +408,31 @@ func (b *EmbeddedBroker) DeleteTopic(ctx context.Context, ref TopicRef) error {
 	return nil
 }
 
-// DeleteSubscription removes the subscription's durable consumer.
+// DeleteSubscription forgets the subscription's position, and removes the JetStream consumer an earlier
+// version may have kept for it.
 func (b *EmbeddedBroker) DeleteSubscription(ctx context.Context, sub SubscriptionRef) error {
 	if b.isClosed() {
 		return ErrClosed
 	}
 	names := topicNames(sub.Topic)
 	durable := consumerName(sub)
-	err := b.js.DeleteConsumer(ctx, names.stream, durable)
+	key := names.stream + "/" + durable
+	done, err := b.beginCursorChange(ctx, key)
+	if err != nil {
+		return fmt.Errorf("delete subscription %s: %w", sub.ID, err)
+	}
+	defer b.endCursorChange(key, done)
+	err = b.js.DeleteConsumer(ctx, names.stream, durable)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete subscription %s: %w", sub.ID, err)
 	}
-	key := names.stream + "/" + durable
 	b.mu.Lock()
-	delete(b.acks, key)
+	cur := b.cursors[key]
+	delete(b.cursors, key)
 	b.mu.Unlock()
+	if cur != nil {
+		cur.markGone()
+	}
 	b.positions.removeIf(func(k string) bool { return k == key })
 	if err := b.positions.save(); err != nil {
 		b.log.Warn("embedded broker: position of a deleted subscription not forgotten yet", "subscription", sub.ID, "err", err)

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -41,7 +42,8 @@ func consumerKey(sub SubscriptionRef) string {
 	return topicNames(sub.Topic).stream + "/" + consumerName(sub)
 }
 
-func TestEmbeddedSubscriptionsKeepNoStateFiles(t *testing.T) {
+// Subscriptions are read by PDS's own cursors: the engine keeps no consumer for them, in memory or in files.
+func TestEmbeddedSubscriptionsUseNoEngineConsumer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
 	}
@@ -62,7 +64,16 @@ func TestEmbeddedSubscriptionsKeepNoStateFiles(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	stream, err := b.js.Stream(ctx, topicNames(topic).stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := stream.CachedInfo().State.Consumers; n != 0 {
+		t.Errorf("the engine keeps %d consumers for the topic, want none", n)
+	}
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -170,15 +181,15 @@ func storedForOneSubscription(t *testing.T, prefix string, n int) (dir string, b
 	return dir, b, newSubscription(topic), records
 }
 
-// TestEmbeddedMovesAnEarlierVersionsConsumerToMemory subscribes to a consumer made as builds before
-// 2026-11-29 made them (state in files) and checks it is replaced by one in memory that resumes after
-// what was acknowledged.
-func TestEmbeddedMovesAnEarlierVersionsConsumerToMemory(t *testing.T) {
+// TestEmbeddedTakesOverAnEarlierVersionsConsumer subscribes to a subscription for which an earlier build
+// kept a JetStream consumer (builds before 2026-11-29 kept its state in files) and checks that the
+// subscription resumes after what that consumer had acknowledged, and that the consumer is gone.
+func TestEmbeddedTakesOverAnEarlierVersionsConsumer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
 	}
 	t.Parallel()
-	_, b, sub, records := storedForOneSubscription(t, "earlier", 10)
+	dir, b, sub, records := storedForOneSubscription(t, "earlier", 10)
 	topic := sub.Topic
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -192,7 +203,7 @@ func TestEmbeddedMovesAnEarlierVersionsConsumerToMemory(t *testing.T) {
 		FilterSubjects: names.consumerFilter(""),
 	})
 	if err != nil {
-		t.Fatalf("create a file-state consumer: %v", err)
+		t.Fatalf("create an earlier version's consumer: %v", err)
 	}
 	batch, err := old.Fetch(5, jetstream.FetchMaxWait(waitTimeout))
 	if err != nil {
@@ -210,15 +221,14 @@ func TestEmbeddedMovesAnEarlierVersionsConsumerToMemory(t *testing.T) {
 	}
 
 	c := subscribe(t, b, sub, ConsumerOptions{})
-	assertSameIDs(t, "records delivered after the move", eventIDs(receiveN(t, c, 5, true)), sortedIDs(records[5:]))
+	if got := savedResume(t, dir, consumerKey(sub)); got != 6 {
+		t.Errorf("saved position after the take-over = %d, want 6 (after the 5 acknowledged messages)", got)
+	}
+	if _, err := b.js.Consumer(ctx, names.stream, consumerName(sub)); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the earlier version's consumer after the take-over: %v, want ErrConsumerNotFound", err)
+	}
+	assertSameIDs(t, "records delivered after the take-over", eventIDs(receiveN(t, c, 5, true)), sortedIDs(records[5:]))
 	expectNoDelivery(t, c, 300*time.Millisecond)
-	cons, err := b.js.Consumer(ctx, names.stream, consumerName(sub))
-	if err != nil {
-		t.Fatalf("consumer after the move: %v", err)
-	}
-	if !cons.CachedInfo().Config.MemoryStorage {
-		t.Error("the consumer still keeps its state in files")
-	}
 }
 
 // A positions file newer than the stream it describes (a data directory restored from an older backup)
@@ -283,37 +293,6 @@ func TestPositionBookSavesConcurrentlyInOrder(t *testing.T) {
 	for g := range 8 {
 		if got := savedResume(t, dir, fmt.Sprintf("stream/consumer-%d", g)); got != 50 {
 			t.Errorf("consumer-%d: saved %d, want its last value 50", g, got)
-		}
-	}
-}
-
-// BenchmarkCheckpointPositions measures one checkpoint of 100 subscriptions that all acknowledged something
-// since the last one: the work PositionInterval repeats.
-func BenchmarkCheckpointPositions(b *testing.B) {
-	br := openEmbeddedForTest(b, b.TempDir(), EmbeddedOptions{PositionInterval: time.Hour})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a flush needs a deadline
-	defer cancel()
-	topic := TopicRef{TenantID: conformanceTenant, ID: uuid.NewString(), Name: "bench", Partitions: 2}
-	if err := br.EnsureTopic(ctx, topic); err != nil {
-		b.Fatal(err)
-	}
-	var keys []string
-	for range 100 {
-		sub := newSubscription(topic)
-		c, err := br.Subscribe(ctx, sub, ConsumerOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		keys = append(keys, consumerKey(sub))
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		for _, key := range keys {
-			br.positions.touch(key)
-		}
-		if err := br.checkpointPositions(ctx); err != nil {
-			b.Fatal(err)
 		}
 	}
 }

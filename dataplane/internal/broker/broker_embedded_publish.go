@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,12 +71,16 @@ func (b *EmbeddedBroker) writer(ctx context.Context, topic TopicRef) (*topicBatc
 	if err := b.ensureStreamSubjects(ctx, topic, names); err != nil {
 		return nil, err
 	}
+	feed, err := b.feedFor(ctx, names)
+	if err != nil {
+		return nil, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if pb, ok := b.writers[names.stream]; ok {
 		return pb, nil
 	}
-	pb = &topicBatcher{broker: b, subject: names.topicSubject()}
+	pb = &topicBatcher{broker: b, subject: names.topicSubject(), feed: feed}
 	b.writers[names.stream] = pb
 	return pb, nil
 }
@@ -126,6 +131,8 @@ func (p *publishBatch) finish(err error) {
 type topicBatcher struct {
 	broker  *EmbeddedBroker
 	subject string
+	// feed learns of every frame the engine acknowledged, for the topic's subscriptions to read.
+	feed *topicFeed
 
 	mu       sync.Mutex
 	open     *publishBatch
@@ -182,14 +189,15 @@ func (pb *topicBatcher) writeLocked() error {
 		return err
 	}
 	pb.inFlight++
-	go pb.awaitWrite(future, batch)
+	go pb.awaitWrite(future, batch, frame)
 	return nil
 }
 
-func (pb *topicBatcher) awaitWrite(future jetstream.PubAckFuture, batch *publishBatch) {
+func (pb *topicBatcher) awaitWrite(future jetstream.PubAckFuture, batch *publishBatch, frame []byte) {
 	b := pb.broker
 	select {
-	case <-future.Ok():
+	case ack := <-future.Ok():
+		pb.feed.written(ack.Sequence, frame, time.Now())
 		batch.finish(nil)
 	case err := <-future.Err():
 		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {

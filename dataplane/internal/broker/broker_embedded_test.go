@@ -340,7 +340,7 @@ func TestEmbeddedReadsRecordsStoredBeforeRouting(t *testing.T) {
 	}
 	sub.Workflow = "wf-a"
 	c := subscribe(t, b, sub, ConsumerOptions{AckDeadline: time.Minute})
-	// The consumer is behind the routed records, so it reads them under its new filter; the legacy records
+	// The cursor is behind the routed records, so it reads them for its new workflow; the legacy records
 	// it held unacknowledged come back.
 	want := append(wantedBy(routed, "wf-a"), legacy[3:]...)
 	got := receiveWanted(t, c, want)
@@ -352,7 +352,7 @@ func TestEmbeddedReadsRecordsStoredBeforeRouting(t *testing.T) {
 	wantIDs := append(sortedIDs(wantedBy(routed, "wf-a")), sortedHeld...)
 	sort.Strings(wantIDs)
 	assertSameIDs(t, "records for wf-a after the upgrade", eventIDs(got), wantIDs)
-	assertFilter(t, b, sub, names.consumerFilter("wf-a"))
+	assertWorkflow(t, b, sub, "wf-a")
 }
 
 // TestEmbeddedReadsWorkflowSubjectsOfFrameVersion2 writes a topic the way the driver did with frame version
@@ -402,7 +402,7 @@ func TestEmbeddedReadsWorkflowSubjectsOfFrameVersion2(t *testing.T) {
 }
 
 // A batch written by a later version of PDS (an earlier build run on its data) is neither delivered nor
-// dropped: it stays unacknowledged at the engine for that version, and the records after it still flow.
+// dropped: the subscription resumes at it, for that version, and the records after it still flow.
 func TestEmbeddedKeepsBatchesOfALaterVersion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
@@ -430,21 +430,16 @@ func TestEmbeddedKeepsBatchesOfALaterVersion(t *testing.T) {
 	got := append(receiveWanted(t, c, want), drain(t, c, 300*time.Millisecond)...)
 	assertSameIDs(t, "records after the later version's batch", eventIDs(got), sortedIDs(want))
 
-	cons, err := b.js.Consumer(ctx, topicNames(topic).stream, consumerName(sub))
-	if err != nil {
-		t.Fatalf("engine consumer: %v", err)
+	if err := b.checkpointPositions(); err != nil {
+		t.Fatal(err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatalf("engine consumer info: %v", err)
-	}
-	if info.AckFloor.Stream >= ack.Sequence {
-		t.Fatalf("the engine's ack floor is %d, at or past the later version's batch (%d): it was acknowledged or dropped",
-			info.AckFloor.Stream, ack.Sequence)
+	if resume, _ := b.positions.get(consumerKey(sub)); resume != ack.Sequence {
+		t.Fatalf("the subscription resumes at %d, want the later version's batch (%d): it was acknowledged or dropped",
+			resume, ack.Sequence)
 	}
 }
 
-func TestEmbeddedReattachWithAnotherWorkflowUpdatesTheFilter(t *testing.T) {
+func TestEmbeddedReattachWithAnotherWorkflowChangesWhatIsRead(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
 	}
@@ -462,7 +457,6 @@ func TestEmbeddedReattachWithAnotherWorkflowUpdatesTheFilter(t *testing.T) {
 			t.Parallel()
 			b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{})
 			topic := newTopic(t, b, 2)
-			names := topicNames(topic)
 			sub := newSubscription(topic)
 			sub.Workflow = tc.from
 			first := subscribe(t, b, sub, ConsumerOptions{})
@@ -472,17 +466,17 @@ func TestEmbeddedReattachWithAnotherWorkflowUpdatesTheFilter(t *testing.T) {
 			if err := first.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			assertFilter(t, b, sub, names.consumerFilter(tc.from))
+			assertWorkflow(t, b, sub, tc.from)
 
 			sub.Workflow = tc.to
 			second := subscribe(t, b, sub, ConsumerOptions{})
-			assertFilter(t, b, sub, names.consumerFilter(tc.to))
+			assertWorkflow(t, b, sub, tc.to)
 			after := routedRecords("after", 8, 2, "wf-a", "wf-b")
 			publish(t, b, topic, after)
 			wanted := wantedBy(after, tc.to)
 			got := append(receiveWanted(t, second, wanted), drain(t, second, 300*time.Millisecond)...)
-			// Records stored before the change that the old filter left out may still come, when the
-			// engine consumer had not passed them yet; nothing else may.
+			// Records stored before the change that the old workflow left out may still come, when the
+			// cursor had not read them yet; nothing else may.
 			allowed := map[string]bool{}
 			for _, r := range append(wanted, wantedBy(before, tc.to)...) {
 				allowed[r.EventID] = true
@@ -517,17 +511,18 @@ func drain(t *testing.T, c Consumer, d time.Duration) []Delivery {
 	}
 }
 
-func assertFilter(t *testing.T, b *EmbeddedBroker, sub SubscriptionRef, want []string) {
+func assertWorkflow(t *testing.T, b *EmbeddedBroker, sub SubscriptionRef, want string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	cons, err := b.js.Consumer(ctx, topicNames(sub.Topic).stream, consumerName(sub))
-	if err != nil {
-		t.Fatalf("engine consumer of %s: %v", sub.ID, err)
+	b.mu.Lock()
+	cur := b.cursors[consumerKey(sub)]
+	b.mu.Unlock()
+	if cur == nil {
+		t.Fatalf("no cursor for subscription %s", sub.ID)
 	}
-	cfg := cons.CachedInfo().Config
-	if !sameFilter(cfg, want) {
-		t.Fatalf("engine consumer filter = %q / %q, want %q", cfg.FilterSubject, cfg.FilterSubjects, want)
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	if cur.workflow != want {
+		t.Fatalf("cursor reads workflow %q, want %q", cur.workflow, want)
 	}
 }
 
@@ -826,31 +821,67 @@ func TestEmbeddedRecoversFromALostEngineConnection(t *testing.T) {
 	assertSameIDs(t, "records after the cut", eventIDs(got), sortedIDs(after))
 }
 
-// TestEmbeddedDeliversARecordLargerThanAPullRequestAsks: a pull request asks for a few batches' worth of
-// bytes, and the engine does not send a larger message to it; the consumer asks again for up to the
-// largest message, and the records after it follow.
-func TestEmbeddedDeliversARecordLargerThanAPullRequestAsks(t *testing.T) {
+// TestEmbeddedDeliversLargeRecordsFromTheStoreAndTheFeed: a subscription reads what was stored before it
+// attached from the engine's store, and what is written while it is attached from the topic's feed; a
+// record of 1 MiB comes intact either way.
+func TestEmbeddedDeliversLargeRecordsFromTheStoreAndTheFeed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
 	}
 	t.Parallel()
 	b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{BatchBytes: 8 << 10})
 	topic := newTopic(t, b, 1)
-	c := subscribe(t, b, newSubscription(topic), ConsumerOptions{AckDeadline: time.Minute})
-	records := makeRecords("large", 5, 1)
-	records[2].Value = bytes.Repeat([]byte{'L'}, 1<<20)
-	if size := encodedRecordSize(&records[2]); size <= c.(*embeddedConsumer).pullBytes(false) {
-		t.Fatalf("the test's large record (%d bytes) fits a usual pull request (%d bytes)", size, c.(*embeddedConsumer).pullBytes(false))
-	}
-	for _, r := range records {
+	records := makeRecords("large", 10, 1)
+	records[2].Value = bytes.Repeat([]byte{'S'}, 1<<20)
+	records[7].Value = bytes.Repeat([]byte{'F'}, 1<<20)
+	for _, r := range records[:5] {
 		publish(t, b, topic, []Record{r})
 	}
-	got := receiveN(t, c, len(records), true)
+	c := subscribe(t, b, newSubscription(topic), ConsumerOptions{AckDeadline: time.Minute})
+	got := receiveN(t, c, 5, true)
+	for _, r := range records[5:] {
+		publish(t, b, topic, []Record{r})
+	}
+	got = append(got, receiveN(t, c, 5, true)...)
 	for i, d := range got {
 		if d.EventID != records[i].EventID || !bytes.Equal(d.Value, records[i].Value) {
 			t.Fatalf("delivery %d: got %q (%d bytes), want %q (%d bytes)", i, d.EventID, len(d.Value), records[i].EventID, len(records[i].Value))
 		}
 	}
+}
+
+// TestEmbeddedReadsFromTheStoreWhatTheFeedDropped: a subscription that falls behind while another of its
+// topic keeps up finds the frames gone from the topic's feed and reads them from the store, in order.
+func TestEmbeddedReadsFromTheStoreWhatTheFeedDropped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an in-process JetStream server")
+	}
+	t.Parallel()
+	b := openEmbeddedForTest(t, t.TempDir(), EmbeddedOptions{})
+	topic := newTopic(t, b, 2)
+	fast := subscribe(t, b, newSubscription(topic), ConsumerOptions{})
+	slow := subscribe(t, b, newSubscription(topic), ConsumerOptions{})
+	records := makeRecords("behind", 20, 2)
+	publishOneByOne(t, b, topic, records)
+	receiveN(t, fast, len(records), true)
+
+	feed := slow.(*embeddedConsumer).cursor.feed
+	feed.mu.Lock()
+	cached := len(feed.frames)
+	feed.mu.Unlock()
+	if cached == 0 {
+		t.Fatal("the feed holds no frame for the subscription that has not read them")
+	}
+	feed.trim(time.Now().Add(feedCacheAge))
+	feed.mu.Lock()
+	cached = len(feed.frames)
+	feed.mu.Unlock()
+	if cached != 0 {
+		t.Fatalf("the feed still holds %d frames past their age", cached)
+	}
+	got := receiveN(t, slow, len(records), true)
+	assertPartitionOrder(t, "records read from the store", got)
+	assertSameIDs(t, "records read from the store", eventIDs(got), sortedIDs(records))
 }
 
 // BenchmarkDecodeBatchFrame decodes, as one of ten subscriptions of a topic, a full frame (256 records of

@@ -1,0 +1,324 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Every subscription of a topic reads the topic's one stream. Handing each of them its own copy of every
+// engine message through a JetStream consumer cost, per subscription and message, a delivery through the
+// in-process connection, an acknowledgement back and the consumer's bookkeeping: with 100 subscriptions,
+// 100 of each per write. Instead the subscriptions' cursors (broker_embedded_cursor.go) read the frames
+// this process just wrote from the topic's feed, shared, and ask the engine's store only for what the feed
+// no longer holds (a subscription catching up, or one started before the process).
+
+// Bounds of a feed's recent frames. A frame leaves once every cursor reading the topic took it, or when the
+// topic's frames exceed feedCacheBytes (oldest first), or feedCacheAge after it was written; a cursor that
+// finds it gone reads it from the store.
+const (
+	feedCacheBytes = 32 << 20
+	feedCacheAge   = 10 * time.Second
+)
+
+// feedPollInterval is how often a waiting reader asks the engine for the stream's last sequence. Frames
+// written by this process are announced at once; only records written by other means (none in production)
+// wait for it.
+const feedPollInterval = time.Second
+
+// errNoStoredFrame: the stream holds nothing at or after the sequence asked for.
+var errNoStoredFrame = errors.New("no stored frame")
+
+// errStreamGone: the topic's stream no longer exists.
+var errStreamGone = errors.New("stream deleted")
+
+// storedFrame is one engine message of a topic's stream.
+type storedFrame struct {
+	seq     uint64
+	subject string
+	data    []byte
+	stored  time.Time
+}
+
+type cachedFrame struct {
+	storedFrame
+	// unread counts the attached cursors that have not taken the frame yet.
+	unread int
+}
+
+// topicFeed is what this process knows of one topic's stream: the last sequence stored and the frames it
+// wrote recently.
+type topicFeed struct {
+	broker  *EmbeddedBroker
+	stream  string
+	subject string // the topic subject, under which this process writes
+
+	mu sync.Mutex
+	// last is the highest sequence known to be stored; every lower one is stored too (or expired), since
+	// the engine numbers messages as it stores them.
+	last uint64
+	// advanced is closed and replaced when last grows.
+	advanced chan struct{}
+	// readers counts the cursors of the topic with a consumer attached: only while there are some does the
+	// feed keep frames.
+	readers   int
+	frames    map[uint64]*cachedFrame
+	order     []uint64 // sequences of frames, oldest first; some may have left already
+	bytes     int
+	polledAt  time.Time
+	storeSubj string // every subject of the stream, for reading the store
+}
+
+func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64) *topicFeed {
+	return &topicFeed{
+		broker:    b,
+		stream:    names.stream,
+		subject:   names.topicSubject(),
+		storeSubj: names.subjectPrefix + ".>",
+		last:      last,
+		advanced:  make(chan struct{}),
+		frames:    map[uint64]*cachedFrame{},
+		polledAt:  time.Now(),
+	}
+}
+
+// feedFor returns the feed of the topic, creating it from the stream's state.
+func (b *EmbeddedBroker) feedFor(ctx context.Context, names engineNames) (*topicFeed, error) {
+	b.mu.Lock()
+	f, ok := b.feeds[names.stream]
+	b.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	stream, err := b.js.Stream(ctx, names.stream)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f, ok := b.feeds[names.stream]; ok {
+		return f, nil
+	}
+	f = newTopicFeed(b, names, stream.CachedInfo().State.LastSeq)
+	b.feeds[names.stream] = f
+	return f, nil
+}
+
+// written notes a frame the engine acknowledged at seq.
+func (f *topicFeed) written(seq uint64, data []byte, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readers > 0 {
+		f.frames[seq] = &cachedFrame{storedFrame: storedFrame{seq: seq, subject: f.subject, data: data, stored: at}, unread: f.readers}
+		f.order = append(f.order, seq)
+		f.bytes += len(data)
+		f.trimLocked(at)
+	}
+	f.advanceLocked(seq)
+}
+
+func (f *topicFeed) advanceLocked(seq uint64) {
+	if seq > f.last {
+		f.last = seq
+		close(f.advanced)
+		f.advanced = make(chan struct{})
+	}
+}
+
+// trimLocked drops frames beyond the feed's bounds, oldest first.
+func (f *topicFeed) trimLocked(now time.Time) {
+	for len(f.order) > 0 {
+		seq := f.order[0]
+		cf, ok := f.frames[seq]
+		if ok && f.bytes <= feedCacheBytes && now.Sub(cf.stored) < feedCacheAge {
+			return
+		}
+		f.order[0] = 0
+		f.order = f.order[1:]
+		if ok {
+			f.dropLocked(cf)
+		}
+	}
+	f.order = nil
+}
+
+func (f *topicFeed) dropLocked(cf *cachedFrame) {
+	delete(f.frames, cf.seq)
+	f.bytes -= len(cf.data)
+}
+
+// trim drops frames older than feedCacheAge; the broker calls it now and then so an idle topic's frames
+// do not stay.
+func (f *topicFeed) trim(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.trimLocked(now)
+}
+
+func (f *topicFeed) attachReader() {
+	f.mu.Lock()
+	f.readers++
+	f.mu.Unlock()
+}
+
+func (f *topicFeed) detachReader() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readers--
+	if f.readers == 0 {
+		clear(f.frames)
+		f.order = nil
+		f.bytes = 0
+	}
+}
+
+// state returns the last stored sequence and a channel closed when it grows.
+func (f *topicFeed) state() (last uint64, advanced <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last, f.advanced
+}
+
+// poll asks the engine for the stream's last sequence, at most once per feedPollInterval.
+func (f *topicFeed) poll(ctx context.Context) error {
+	f.mu.Lock()
+	due := time.Since(f.polledAt) >= feedPollInterval
+	if due {
+		f.polledAt = time.Now()
+	}
+	f.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return f.refresh(ctx)
+}
+
+// refresh asks the engine for the stream's last sequence.
+func (f *topicFeed) refresh(ctx context.Context) error {
+	stream, err := f.broker.js.Stream(ctx, f.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return errStreamGone
+	}
+	if err != nil {
+		return fmt.Errorf("read the state of stream %s: %w", f.stream, err)
+	}
+	f.mu.Lock()
+	f.advanceLocked(stream.CachedInfo().State.LastSeq)
+	f.mu.Unlock()
+	return nil
+}
+
+// read returns up to limit frames stored from sequence from on, taking them from the feed where it can and
+// from the engine's store otherwise, and the sequence after what it covered: a cursor continues there.
+func (f *topicFeed) read(ctx context.Context, from uint64, limit int) ([]storedFrame, uint64, error) {
+	var out []storedFrame
+	seq := from
+	for len(out) < limit {
+		f.mu.Lock()
+		if seq > f.last {
+			f.mu.Unlock()
+			break
+		}
+		if cf, ok := f.frames[seq]; ok {
+			if cf.unread--; cf.unread <= 0 {
+				f.dropLocked(cf)
+			}
+			f.mu.Unlock()
+			out = append(out, cf.storedFrame)
+			seq++
+			continue
+		}
+		last := f.last
+		f.mu.Unlock()
+		sf, err := f.broker.loadFrame(ctx, f.stream, f.storeSubj, seq)
+		if errors.Is(err, errNoStoredFrame) {
+			// Everything up to last has expired, or last came from a stream deleted and made again.
+			return out, last + 1, nil
+		}
+		if err != nil {
+			return out, seq, err
+		}
+		out = append(out, sf)
+		seq = sf.seq + 1
+	}
+	return out, seq, nil
+}
+
+// msgGetResponse is the engine's answer to STREAM.MSG.GET.
+type msgGetResponse struct {
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Message *struct {
+		Subject string    `json:"subject"`
+		Seq     uint64    `json:"seq"`
+		Data    []byte    `json:"data"`
+		Time    time.Time `json:"time"`
+	} `json:"message"`
+}
+
+// Error codes of the engine's API.
+const (
+	apiErrStreamNotFound = 10059
+	apiErrNoMessageFound = 10037
+)
+
+// loadFrame reads from the store the first message of stream at or after sequence from whose subject
+// matches subjects.
+func (b *EmbeddedBroker) loadFrame(ctx context.Context, stream, subjects string, from uint64) (storedFrame, error) {
+	req, _ := json.Marshal(struct {
+		Seq     uint64 `json:"seq"`
+		NextFor string `json:"next_by_subj"`
+	}{max(from, 1), subjects})
+	return b.getStoredMessage(ctx, stream, req)
+}
+
+// seqAtTime returns the sequence of the stream's first message stored at or after t, or the sequence
+// after its last one when there is none.
+func (b *EmbeddedBroker) seqAtTime(ctx context.Context, feed *topicFeed, t time.Time) (uint64, error) {
+	req, _ := json.Marshal(struct {
+		StartTime time.Time `json:"start_time"`
+	}{t.UTC()})
+	sf, err := b.getStoredMessage(ctx, feed.stream, req)
+	if errors.Is(err, errNoStoredFrame) {
+		if err := feed.refresh(ctx); err != nil {
+			return 0, err
+		}
+		last, _ := feed.state()
+		return last + 1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return sf.seq, nil
+}
+
+func (b *EmbeddedBroker) getStoredMessage(ctx context.Context, stream string, req []byte) (storedFrame, error) {
+	reply, err := b.subConn.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return storedFrame{}, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return storedFrame{}, fmt.Errorf("read stream %s: unreadable answer: %w", stream, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == apiErrNoMessageFound:
+		return storedFrame{}, errNoStoredFrame
+	case resp.Error != nil && resp.Error.ErrCode == apiErrStreamNotFound:
+		return storedFrame{}, errStreamGone
+	case resp.Error != nil:
+		return storedFrame{}, fmt.Errorf("read stream %s: %s (code %d)", stream, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return storedFrame{}, fmt.Errorf("read stream %s: answer without a message", stream)
+	}
+	m := resp.Message
+	return storedFrame{seq: m.Seq, subject: m.Subject, data: m.Data, stored: m.Time.UTC()}, nil
+}
