@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +27,10 @@ const (
 	feedCacheBytes = 32 << 20
 	feedCacheAge   = 10 * time.Second
 )
+
+// feedGapWait is how long the feed waits for a frame's acknowledgement when a later frame's came first,
+// before it announces the later one anyway (readers then read the missing frame from the store).
+const feedGapWait = 50 * time.Millisecond
 
 // feedPollInterval is how often a waiting reader asks the engine for the stream's last sequence. Frames
 // written by this process are announced at once; only records written by other means (none in production)
@@ -59,11 +65,16 @@ type topicFeed struct {
 	subject string // the topic subject, under which this process writes
 
 	mu sync.Mutex
-	// last is the highest sequence known to be stored; every lower one is stored too (or expired), since
-	// the engine numbers messages as it stores them.
+	// last is the highest sequence announced to readers as stored; every lower one is stored too (or
+	// expired), since the engine numbers messages as it stores them.
 	last uint64
 	// advanced is closed and replaced when last grows.
 	advanced chan struct{}
+	// early holds sequences acknowledged above last+1: acknowledgements of concurrent writes may be
+	// handled out of order, and announcing a frame before the ones below it would send readers to the store
+	// for those. gapSince is when the oldest of them came.
+	early    map[uint64]struct{}
+	gapSince time.Time
 	// readers counts the cursors of the topic with a consumer attached: only while there are some does the
 	// feed keep frames.
 	readers   int
@@ -82,6 +93,7 @@ func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64) *topicFeed 
 		storeSubj: names.subjectPrefix + ".>",
 		last:      last,
 		advanced:  make(chan struct{}),
+		early:     map[uint64]struct{}{},
 		frames:    map[uint64]*cachedFrame{},
 		polledAt:  time.Now(),
 	}
@@ -109,7 +121,7 @@ func (b *EmbeddedBroker) feedFor(ctx context.Context, names engineNames) (*topic
 	return f, nil
 }
 
-// written notes a frame the engine acknowledged at seq.
+// written notes a frame the engine acknowledged at seq, and announces it once every frame below it is.
 func (f *topicFeed) written(seq uint64, data []byte, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -119,15 +131,49 @@ func (f *topicFeed) written(seq uint64, data []byte, at time.Time) {
 		f.bytes += len(data)
 		f.trimLocked(at)
 	}
-	f.advanceLocked(seq)
+	switch {
+	case seq <= f.last:
+	case seq == f.last+1:
+		last := seq
+		for {
+			if _, ok := f.early[last+1]; !ok {
+				break
+			}
+			delete(f.early, last+1)
+			last++
+		}
+		if len(f.early) == 0 {
+			f.gapSince = time.Time{}
+		}
+		f.advanceLocked(last)
+	default:
+		if len(f.early) == 0 {
+			f.gapSince = at
+		}
+		f.early[seq] = struct{}{}
+		if at.Sub(f.gapSince) >= feedGapWait {
+			// The missing frame's acknowledgement got lost (its write failed after the engine stored it):
+			// readers find it in the store.
+			f.advanceLocked(slices.Max(slices.Collect(maps.Keys(f.early))))
+		}
+	}
 }
 
 func (f *topicFeed) advanceLocked(seq uint64) {
-	if seq > f.last {
-		f.last = seq
-		close(f.advanced)
-		f.advanced = make(chan struct{})
+	if seq <= f.last {
+		return
 	}
+	f.last = seq
+	for early := range f.early {
+		if early <= seq {
+			delete(f.early, early)
+		}
+	}
+	if len(f.early) == 0 {
+		f.gapSince = time.Time{}
+	}
+	close(f.advanced)
+	f.advanced = make(chan struct{})
 }
 
 // trimLocked drops frames beyond the feed's bounds, oldest first.
