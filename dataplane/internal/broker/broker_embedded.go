@@ -339,6 +339,8 @@ func (b *EmbeddedBroker) EnsureTopic(ctx context.Context, ref TopicRef) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    1,
 		Metadata:    map[string]string{metaPartitions: strconv.Itoa(ref.Partitions), metaTenant: ref.TenantID, metaTopicID: ref.ID},
+		// Subscriptions behind the topic's feed read the store in batches (direct gets).
+		AllowDirect: true,
 	}
 	for range 3 {
 		stream, err := b.js.Stream(ctx, names.stream)
@@ -358,7 +360,7 @@ func (b *EmbeddedBroker) EnsureTopic(ctx context.Context, ref TopicRef) error {
 		current := stream.CachedInfo().Config
 		have, _ := strconv.Atoi(current.Metadata[metaPartitions])
 		if have >= ref.Partitions && current.MaxAge == cfg.MaxAge && current.Description == cfg.Description &&
-			slices.Equal(current.Subjects, cfg.Subjects) {
+			slices.Equal(current.Subjects, cfg.Subjects) && current.AllowDirect {
 			return nil
 		}
 		cfg.Metadata[metaPartitions] = strconv.Itoa(max(have, ref.Partitions))
@@ -368,6 +370,7 @@ func (b *EmbeddedBroker) EnsureTopic(ctx context.Context, ref TopicRef) error {
 		updated.Metadata = cfg.Metadata
 		// Streams created before records were routed by workflow take only the single-token subjects.
 		updated.Subjects = cfg.Subjects
+		updated.AllowDirect = true
 		if _, err := b.js.UpdateStream(ctx, updated); err != nil {
 			return fmt.Errorf("ensure topic %q: update stream: %w", ref.Name, err)
 		}

@@ -17,8 +17,12 @@ const (
 	defaultMaxUnacked  = 1000
 )
 
-// readAheadFrames caps the frames one Receive reads at a time.
-const readAheadFrames = 64
+// Bounds of one read of a cursor, done when it has nothing left to hand out: up to readAheadFrames frames,
+// and fewer once they hold readAheadBytes (a frame stays in memory while a record of it is held).
+const (
+	readAheadFrames = 256
+	readAheadBytes  = 8 << 20
+)
 
 // readRetryWait is how long a Receive waits after the engine failed to answer a read, before trying again.
 const readRetryWait = 100 * time.Millisecond
@@ -263,7 +267,7 @@ func (c *embeddedConsumer) read(ctx context.Context) error {
 	cur.reading = true
 	from, generation := cur.next, cur.generation
 	cur.mu.Unlock()
-	frames, after, err := cur.feed.read(ctx, from, readAheadFrames)
+	frames, after, err := cur.feed.read(ctx, from, readAheadFrames, readAheadBytes)
 	cur.mu.Lock()
 	cur.reading = false
 	cur.applyLocked(generation, frames, after)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -83,10 +84,13 @@ type topicFeed struct {
 	bytes     int
 	polledAt  time.Time
 	storeSubj string // every subject of the stream, for reading the store
+	// direct: the stream allows direct gets, so the store is read in batches (loadFrames).
+	direct bool
 }
 
-func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64) *topicFeed {
+func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64, direct bool) *topicFeed {
 	return &topicFeed{
+		direct:    direct,
 		broker:    b,
 		stream:    names.stream,
 		subject:   names.topicSubject(),
@@ -116,7 +120,8 @@ func (b *EmbeddedBroker) feedFor(ctx context.Context, names engineNames) (*topic
 	if f, ok := b.feeds[names.stream]; ok {
 		return f, nil
 	}
-	f = newTopicFeed(b, names, stream.CachedInfo().State.LastSeq)
+	info := stream.CachedInfo()
+	f = newTopicFeed(b, names, info.State.LastSeq, info.Config.AllowDirect)
 	b.feeds[names.stream] = f
 	return f, nil
 }
@@ -253,18 +258,21 @@ func (f *topicFeed) refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the state of stream %s: %w", f.stream, err)
 	}
+	info := stream.CachedInfo()
 	f.mu.Lock()
-	f.advanceLocked(stream.CachedInfo().State.LastSeq)
+	f.direct = info.Config.AllowDirect
+	f.advanceLocked(info.State.LastSeq)
 	f.mu.Unlock()
 	return nil
 }
 
-// read returns up to limit frames stored from sequence from on, taking them from the feed where it can and
-// from the engine's store otherwise, and the sequence after what it covered: a cursor continues there.
-func (f *topicFeed) read(ctx context.Context, from uint64, limit int) ([]storedFrame, uint64, error) {
+// read returns up to limit frames stored from sequence from on, and fewer once they hold maxBytes, taking
+// them from the feed where it can and from the engine's store otherwise, and the sequence after what it
+// covered: a cursor continues there.
+func (f *topicFeed) read(ctx context.Context, from uint64, limit, maxBytes int) ([]storedFrame, uint64, error) {
 	var out []storedFrame
 	seq := from
-	for len(out) < limit {
+	for bytes := 0; len(out) < limit && bytes < maxBytes; {
 		f.mu.Lock()
 		if seq > f.last {
 			f.mu.Unlock()
@@ -276,12 +284,21 @@ func (f *topicFeed) read(ctx context.Context, from uint64, limit int) ([]storedF
 			}
 			f.mu.Unlock()
 			out = append(out, cf.storedFrame)
+			bytes += len(cf.data)
 			seq++
 			continue
 		}
-		last := f.last
+		last, direct := f.last, f.direct
 		f.mu.Unlock()
-		sf, err := f.broker.loadFrame(ctx, f.stream, f.storeSubj, seq)
+		var loaded []storedFrame
+		var err error
+		if direct {
+			loaded, err = f.broker.loadFrames(ctx, f.stream, f.storeSubj, seq, limit-len(out), maxBytes-bytes)
+		} else {
+			var sf storedFrame
+			sf, err = f.broker.loadFrame(ctx, f.stream, f.storeSubj, seq)
+			loaded = []storedFrame{sf}
+		}
 		if errors.Is(err, errNoStoredFrame) {
 			// Everything up to last has expired, or last came from a stream deleted and made again.
 			return out, last + 1, nil
@@ -289,10 +306,71 @@ func (f *topicFeed) read(ctx context.Context, from uint64, limit int) ([]storedF
 		if err != nil {
 			return out, seq, err
 		}
-		out = append(out, sf)
-		seq = sf.seq + 1
+		for _, sf := range loaded {
+			bytes += len(sf.data)
+		}
+		out = append(out, loaded...)
+		seq = loaded[len(loaded)-1].seq + 1
 	}
 	return out, seq, nil
+}
+
+// directGetTimeout bounds the wait for the engine's answer to one read of the store.
+const directGetTimeout = 10 * time.Second
+
+// loadFrames reads from the store up to limit messages of stream at or after sequence from whose subjects
+// match subjects, stopping after the message that reaches maxBytes, in one direct-get request (a batch the engine sends as messages, then an end-of-batch
+// status). The stream must allow direct gets; one created by an earlier version allows them once
+// ensured again, and is read with loadFrame until then.
+func (b *EmbeddedBroker) loadFrames(ctx context.Context, stream, subjects string, from uint64, limit, maxBytes int) ([]storedFrame, error) {
+	ctx, cancel := context.WithTimeout(ctx, directGetTimeout)
+	defer cancel()
+	inbox := b.subConn.NewInbox()
+	sub, err := b.subConn.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req, _ := json.Marshal(struct {
+		Seq      uint64 `json:"seq"`
+		NextFor  string `json:"next_by_subj"`
+		Batch    int    `json:"batch"`
+		MaxBytes int    `json:"max_bytes"`
+	}{max(from, 1), subjects, max(limit, 1), max(maxBytes, 1)})
+	if err := b.subConn.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	var out []storedFrame
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", stream, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of the batch
+			if len(out) == 0 {
+				return nil, errNoStoredFrame
+			}
+			return out, nil
+		case "404":
+			if len(out) == 0 {
+				return nil, errNoStoredFrame
+			}
+			return out, nil
+		default:
+			return nil, fmt.Errorf("read stream %s: status %s %s", stream, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: message without a sequence: %w", stream, err)
+		}
+		stored, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: message %d without a time: %w", stream, seq, err)
+		}
+		out = append(out, storedFrame{seq: seq, subject: m.Header.Get("Nats-Subject"), data: m.Data, stored: stored.UTC()})
+	}
 }
 
 // msgGetResponse is the engine's answer to STREAM.MSG.GET.
@@ -317,7 +395,7 @@ const (
 )
 
 // loadFrame reads from the store the first message of stream at or after sequence from whose subject
-// matches subjects.
+// matches subjects, through the engine's API (JSON).
 func (b *EmbeddedBroker) loadFrame(ctx context.Context, stream, subjects string, from uint64) (storedFrame, error) {
 	req, _ := json.Marshal(struct {
 		Seq     uint64 `json:"seq"`

@@ -9,7 +9,7 @@ import (
 // for a missing one: a reader woken for a frame must find the frames before it in the feed, not in the
 // store.
 func TestTopicFeedAnnouncesFramesInOrder(t *testing.T) {
-	f := newTopicFeed(nil, topicNames(TopicRef{TenantID: "t", ID: "feed"}), 10)
+	f := newTopicFeed(nil, topicNames(TopicRef{TenantID: "t", ID: "feed"}), 10, true)
 	f.attachReader()
 	at := time.Now()
 	announced := func() uint64 {
@@ -32,9 +32,13 @@ func TestTopicFeedAnnouncesFramesInOrder(t *testing.T) {
 	default:
 		t.Fatal("readers waiting for the feed were not woken")
 	}
-	frames, after, err := f.read(t.Context(), 11, 10)
-	if err != nil || after != 14 || len(frames) != 3 {
-		t.Fatalf("read from 11: %d frames, continue at %d, %v; want 3 frames from the feed, continue at 14", len(frames), after, err)
+	frames, after, err := f.read(t.Context(), 11, 10, 3)
+	if err != nil || after != 13 || len(frames) != 2 {
+		t.Fatalf("read from 11 up to 3 bytes: %d frames, continue at %d, %v; want the 2 frames that reach 3 bytes, continue at 13", len(frames), after, err)
+	}
+	frames, after, err = f.read(t.Context(), 13, 10, 1<<20)
+	if err != nil || after != 14 || len(frames) != 1 || frames[0].seq != 13 {
+		t.Fatalf("read from 13: %d frames, continue at %d, %v; want frame 13 from the feed, continue at 14", len(frames), after, err)
 	}
 
 	f.written(15, []byte("15"), at)

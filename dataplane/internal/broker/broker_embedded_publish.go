@@ -94,8 +94,9 @@ func (b *EmbeddedBroker) ensureStreamSubjects(ctx context.Context, topic TopicRe
 		return err
 	}
 	cfg := stream.CachedInfo().Config
-	if want := names.streamSubjects(); !slices.Equal(cfg.Subjects, want) {
+	if want := names.streamSubjects(); !slices.Equal(cfg.Subjects, want) || !cfg.AllowDirect {
 		cfg.Subjects = want
+		cfg.AllowDirect = true
 		if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("update the subjects of stream %s: %w", names.stream, err)
 		}
