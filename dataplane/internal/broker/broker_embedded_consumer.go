@@ -21,7 +21,7 @@ const (
 // and fewer once they hold readAheadBytes (a frame stays in memory while a record of it is held).
 const (
 	readAheadFrames = 256
-	readAheadBytes  = 8 << 20
+	readAheadBytes  = 2 << 20
 )
 
 // readRetryWait is how long a Receive waits after the engine failed to answer a read, before trying again.

@@ -55,7 +55,8 @@ type storedFrame struct {
 type cachedFrame struct {
 	storedFrame
 	// unread counts the attached cursors that have not taken the frame yet.
-	unread int
+	unread   int
+	cachedAt time.Time
 }
 
 // topicFeed is what this process knows of one topic's stream: the last sequence stored and the frames it
@@ -86,6 +87,10 @@ type topicFeed struct {
 	storeSubj string // every subject of the stream, for reading the store
 	// direct: the stream allows direct gets, so the store is read in batches (loadFrames).
 	direct bool
+
+	// loadMu lets one cursor at a time read the store: cursors behind the feed together would otherwise
+	// each read the same frames at once, each into memory of its own.
+	loadMu sync.Mutex
 }
 
 func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64, direct bool) *topicFeed {
@@ -131,10 +136,7 @@ func (f *topicFeed) written(seq uint64, data []byte, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.readers > 0 {
-		f.frames[seq] = &cachedFrame{storedFrame: storedFrame{seq: seq, subject: f.subject, data: data, stored: at}, unread: f.readers}
-		f.order = append(f.order, seq)
-		f.bytes += len(data)
-		f.trimLocked(at)
+		f.keepLocked(storedFrame{seq: seq, subject: f.subject, data: data, stored: at}, f.readers, at)
 	}
 	switch {
 	case seq <= f.last:
@@ -181,12 +183,23 @@ func (f *topicFeed) advanceLocked(seq uint64) {
 	f.advanced = make(chan struct{})
 }
 
+// keepLocked holds sf for the unread cursors that have yet to take it.
+func (f *topicFeed) keepLocked(sf storedFrame, unread int, now time.Time) {
+	if _, ok := f.frames[sf.seq]; ok || unread <= 0 {
+		return
+	}
+	f.frames[sf.seq] = &cachedFrame{storedFrame: sf, unread: unread, cachedAt: now}
+	f.order = append(f.order, sf.seq)
+	f.bytes += len(sf.data)
+	f.trimLocked(now)
+}
+
 // trimLocked drops frames beyond the feed's bounds, oldest first.
 func (f *topicFeed) trimLocked(now time.Time) {
 	for len(f.order) > 0 {
 		seq := f.order[0]
 		cf, ok := f.frames[seq]
-		if ok && f.bytes <= feedCacheBytes && now.Sub(cf.stored) < feedCacheAge {
+		if ok && f.bytes <= feedCacheBytes && now.Sub(cf.cachedAt) < feedCacheAge {
 			return
 		}
 		f.order[0] = 0
@@ -288,23 +301,18 @@ func (f *topicFeed) read(ctx context.Context, from uint64, limit, maxBytes int) 
 			seq++
 			continue
 		}
-		last, direct := f.last, f.direct
+		last := f.last
 		f.mu.Unlock()
-		var loaded []storedFrame
-		var err error
-		if direct {
-			loaded, err = f.broker.loadFrames(ctx, f.stream, f.storeSubj, seq, limit-len(out), maxBytes-bytes)
-		} else {
-			var sf storedFrame
-			sf, err = f.broker.loadFrame(ctx, f.stream, f.storeSubj, seq)
-			loaded = []storedFrame{sf}
-		}
+		loaded, err := f.load(ctx, seq, limit-len(out), maxBytes-bytes)
 		if errors.Is(err, errNoStoredFrame) {
 			// Everything up to last has expired, or last came from a stream deleted and made again.
 			return out, last + 1, nil
 		}
 		if err != nil {
 			return out, seq, err
+		}
+		if loaded == nil {
+			continue // another cursor just read it into the feed
 		}
 		for _, sf := range loaded {
 			bytes += len(sf.data)
@@ -371,6 +379,41 @@ func (b *EmbeddedBroker) loadFrames(ctx context.Context, stream, subjects string
 		}
 		out = append(out, storedFrame{seq: seq, subject: m.Header.Get("Nats-Subject"), data: m.Data, stored: stored.UTC()})
 	}
+}
+
+// load reads frames from sequence seq on from the store, unless another cursor brought seq into the feed
+// meanwhile (then it returns nil). Other cursors behind the feed then take what it read from the feed
+// rather than read the store again each. The feed does not know which cursors are behind: the frames wait
+// for all but this one, or their age, whichever comes first.
+func (f *topicFeed) load(ctx context.Context, seq uint64, limit, maxBytes int) ([]storedFrame, error) {
+	f.loadMu.Lock()
+	defer f.loadMu.Unlock()
+	f.mu.Lock()
+	_, cached := f.frames[seq]
+	direct := f.direct
+	f.mu.Unlock()
+	if cached {
+		return nil, nil
+	}
+	var loaded []storedFrame
+	var err error
+	if direct {
+		loaded, err = f.broker.loadFrames(ctx, f.stream, f.storeSubj, seq, limit, maxBytes)
+	} else {
+		var sf storedFrame
+		sf, err = f.broker.loadFrame(ctx, f.stream, f.storeSubj, seq)
+		loaded = []storedFrame{sf}
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	for _, sf := range loaded {
+		f.keepLocked(sf, f.readers-1, now)
+	}
+	return loaded, nil
 }
 
 // msgGetResponse is the engine's answer to STREAM.MSG.GET.

@@ -851,7 +851,8 @@ func TestEmbeddedDeliversLargeRecordsFromTheStoreAndTheFeed(t *testing.T) {
 }
 
 // TestEmbeddedReadsFromTheStoreWhatTheFeedDropped: a subscription that falls behind while another of its
-// topic keeps up finds the frames gone from the topic's feed and reads them from the store, in order.
+// topic keeps up finds the frames gone from the topic's feed and reads them from the store, in order; the
+// feed keeps what it read for a third subscription behind too.
 func TestEmbeddedReadsFromTheStoreWhatTheFeedDropped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an in-process JetStream server")
@@ -861,6 +862,7 @@ func TestEmbeddedReadsFromTheStoreWhatTheFeedDropped(t *testing.T) {
 	topic := newTopic(t, b, 2)
 	fast := subscribe(t, b, newSubscription(topic), ConsumerOptions{})
 	slow := subscribe(t, b, newSubscription(topic), ConsumerOptions{})
+	slower := subscribe(t, b, newSubscription(topic), ConsumerOptions{})
 	records := makeRecords("behind", 20, 2)
 	publishOneByOne(t, b, topic, records)
 	receiveN(t, fast, len(records), true)
@@ -882,6 +884,15 @@ func TestEmbeddedReadsFromTheStoreWhatTheFeedDropped(t *testing.T) {
 	got := receiveN(t, slow, len(records), true)
 	assertPartitionOrder(t, "records read from the store", got)
 	assertSameIDs(t, "records read from the store", eventIDs(got), sortedIDs(records))
+
+	feed.mu.Lock()
+	cached = len(feed.frames)
+	feed.mu.Unlock()
+	if cached != len(records) {
+		t.Fatalf("the feed holds %d frames read from the store, want all %d for the subscription still behind", cached, len(records))
+	}
+	got = receiveN(t, slower, len(records), true)
+	assertSameIDs(t, "records the feed kept from the store", eventIDs(got), sortedIDs(records))
 }
 
 // BenchmarkDecodeBatchFrame decodes, as one of ten subscriptions of a topic, a full frame (256 records of
