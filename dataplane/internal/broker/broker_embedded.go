@@ -162,8 +162,8 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		SyncAlways:         o.SyncInterval == 0,
 		SyncInterval:       o.SyncInterval,
 		// The engine's only clients are this process's connections, and what it may have queued for them
-		// is bounded by their requests (publish acknowledgements, one stored message per read), so its
-		// default cut-off (64 MiB) would only turn a burst into a lost connection.
+		// is bounded by their requests (publish acknowledgements, reads of the store of readAheadBytes), so
+		// its default cut-off (64 MiB) would only turn a burst into a lost connection.
 		MaxPending: 1 << 30,
 	}
 	srv, err := server.NewServer(srvOpts)

@@ -21,9 +21,9 @@ import (
 // this process just wrote from the topic's feed, shared, and ask the engine's store only for what the feed
 // no longer holds (a subscription catching up, or one started before the process).
 
-// Bounds of a feed's recent frames. A frame leaves once every cursor reading the topic took it, or when the
-// topic's frames exceed feedCacheBytes (oldest first), or feedCacheAge after it was written; a cursor that
-// finds it gone reads it from the store.
+// Bounds of a feed's frames. A frame leaves once every cursor reading the topic took it, or when the
+// topic's frames exceed feedCacheBytes (oldest first), or feedCacheAge after it entered the feed; a cursor
+// that finds it gone reads it from the store.
 const (
 	feedCacheBytes = 32 << 20
 	feedCacheAge   = 10 * time.Second
@@ -54,13 +54,13 @@ type storedFrame struct {
 
 type cachedFrame struct {
 	storedFrame
-	// unread counts the attached cursors that have not taken the frame yet.
+	// unread counts the attached cursors expected to take the frame still.
 	unread   int
-	cachedAt time.Time
+	cachedAt time.Time // when it entered the feed
 }
 
-// topicFeed is what this process knows of one topic's stream: the last sequence stored and the frames it
-// wrote recently.
+// topicFeed is what this process knows of one topic's stream: the last sequence stored, and the recent
+// frames the topic's cursors are still expected to read.
 type topicFeed struct {
 	broker  *EmbeddedBroker
 	stream  string
@@ -95,7 +95,6 @@ type topicFeed struct {
 
 func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64, direct bool) *topicFeed {
 	return &topicFeed{
-		direct:    direct,
 		broker:    b,
 		stream:    names.stream,
 		subject:   names.topicSubject(),
@@ -105,6 +104,7 @@ func newTopicFeed(b *EmbeddedBroker, names engineNames, last uint64, direct bool
 		early:     map[uint64]struct{}{},
 		frames:    map[uint64]*cachedFrame{},
 		polledAt:  time.Now(),
+		direct:    direct,
 	}
 }
 
@@ -149,10 +149,10 @@ func (f *topicFeed) written(seq uint64, data []byte, at time.Time) {
 			delete(f.early, last+1)
 			last++
 		}
-		if len(f.early) == 0 {
-			f.gapSince = time.Time{}
-		}
 		f.advanceLocked(last)
+		if len(f.early) > 0 {
+			f.gapSince = at // a later gap, open since about now
+		}
 	default:
 		if len(f.early) == 0 {
 			f.gapSince = at
