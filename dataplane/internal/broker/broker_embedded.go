@@ -491,16 +491,6 @@ func (n engineNames) streamSubjects() []string {
 	return []string{n.subjectPrefix + ".*", n.subjectPrefix + ".w.*"}
 }
 
-// consumerFilter is what the consumer of a subscription with the given workflow reads: the topic and
-// legacy subjects and its workflow's subject; nil (every subject) for an empty workflow. Records of the
-// topic subject for other workflows reach the consumer, which skips them (recordSelector).
-func (n engineNames) consumerFilter(workflow string) []string {
-	if workflow == "" {
-		return nil
-	}
-	return []string{n.subjectPrefix + ".*", n.workflowSubject(workflow)}
-}
-
 func consumerName(sub SubscriptionRef) string {
 	return "sub_" + engineToken(sub.ID)
 }

@@ -285,24 +285,25 @@ func (f *topicFeed) refresh(ctx context.Context) error {
 func (f *topicFeed) read(ctx context.Context, from uint64, limit, maxBytes int) ([]storedFrame, uint64, error) {
 	var out []storedFrame
 	seq := from
-	for bytes := 0; len(out) < limit && bytes < maxBytes; {
+	for bytes := 0; ; {
 		f.mu.Lock()
-		if seq > f.last {
-			f.mu.Unlock()
-			break
-		}
-		if cf, ok := f.frames[seq]; ok {
+		// The frames the feed holds, in one hold of the lock.
+		for ; seq <= f.last && len(out) < limit && bytes < maxBytes; seq++ {
+			cf, ok := f.frames[seq]
+			if !ok {
+				break
+			}
 			if cf.unread--; cf.unread <= 0 {
 				f.dropLocked(cf)
 			}
-			f.mu.Unlock()
 			out = append(out, cf.storedFrame)
 			bytes += len(cf.data)
-			seq++
-			continue
 		}
 		last := f.last
 		f.mu.Unlock()
+		if seq > last || len(out) >= limit || bytes >= maxBytes {
+			break
+		}
 		loaded, err := f.load(ctx, seq, limit-len(out), maxBytes-bytes)
 		if errors.Is(err, errNoStoredFrame) {
 			// Everything up to last has expired, or last came from a stream deleted and made again.

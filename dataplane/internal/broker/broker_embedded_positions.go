@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -167,10 +168,7 @@ func (b *EmbeddedBroker) runPositions(interval time.Duration, stop <-chan struct
 // moved. A position is noted under its cursor's lock, as a Seek notes its own, so the later of the two wins.
 func (b *EmbeddedBroker) checkpointPositions() error {
 	b.mu.Lock()
-	cursors := make([]*subscriptionCursor, 0, len(b.cursors))
-	for _, cur := range b.cursors {
-		cursors = append(cursors, cur)
-	}
+	cursors := slices.Collect(maps.Values(b.cursors))
 	b.mu.Unlock()
 	for _, cur := range cursors {
 		cur.mu.Lock()
@@ -186,10 +184,7 @@ func (b *EmbeddedBroker) checkpointPositions() error {
 // trimFeeds drops the frames idle topics' feeds still hold.
 func (b *EmbeddedBroker) trimFeeds(now time.Time) {
 	b.mu.Lock()
-	feeds := make([]*topicFeed, 0, len(b.feeds))
-	for _, f := range b.feeds {
-		feeds = append(feeds, f)
-	}
+	feeds := slices.Collect(maps.Values(b.feeds))
 	b.mu.Unlock()
 	for _, f := range feeds {
 		f.trim(now)

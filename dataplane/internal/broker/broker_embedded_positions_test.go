@@ -196,11 +196,10 @@ func TestEmbeddedTakesOverAnEarlierVersionsConsumer(t *testing.T) {
 	defer cancel()
 	names := topicNames(topic)
 	old, err := b.js.CreateConsumer(ctx, names.stream, jetstream.ConsumerConfig{
-		Durable:        consumerName(sub),
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		MaxDeliver:     -1,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		FilterSubjects: names.consumerFilter(""),
+		Durable:       consumerName(sub),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
 		t.Fatalf("create an earlier version's consumer: %v", err)
