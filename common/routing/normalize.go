@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/pds-platform/pds/common/apierr"
+	"github.com/pds-platform/pds/common/eventwire"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 )
 
@@ -27,8 +28,8 @@ import (
 // Normalize is safe for concurrent use on distinct events.
 //
 // Every string of the event must be valid UTF-8, as protobuf requires: Normalize checks them itself, so
-// an event decoded by UnmarshalVT (which does not check) is held to the same rule as one proto.Unmarshal
-// decoded.
+// an event decoded by UnmarshalVT or eventwire (which do not check) is held to the same rule as one
+// proto.Unmarshal decoded. Details that eventwire left encoded are checked encoded.
 func Normalize(ev *pdsv1.PortfolioDistribution, field string, now time.Time) error {
 	if ev == nil {
 		return apierr.FieldErrors{apierr.Errorf(field, "an event is required; send a PortfolioDistribution")}
@@ -176,6 +177,10 @@ func checkData(p *problems, data *pdsv1.PortfolioData, dataType pdsv1.PortfolioD
 		p.add("data.performance_metrics.ytd_return", checkFinite(pm.GetYtdReturn()))
 	}
 	member, details := detailsOf(data)
+	encodedMember, encoded := eventwire.Details(data)
+	if encodedMember != nil {
+		member = string(encodedMember.Name())
+	}
 	if member == "" {
 		return
 	}
@@ -183,10 +188,34 @@ func checkData(p *problems, data *pdsv1.PortfolioData, dataType pdsv1.PortfolioD
 		p.add("data."+member, fmt.Sprintf(
 			"does not match data_type %s; send data.%s details, or set data_type to the type of these details", dataType, want))
 	}
+	if encodedMember != nil {
+		checkEncodedDetails(p, member, encodedMember, encoded)
+		return
+	}
 	if details != nil && !detailsValid(data) {
 		// Rare: walk the details by reflection to name every bad field.
 		p.errs = appendInvalidValues(p.errs, apierr.JoinField(p.prefix, "data."+member), details.ProtoReflect())
 	}
+}
+
+// checkEncodedDetails checks details that eventwire left encoded. Only when they are not valid are they
+// decoded, to name every bad field as for decoded details.
+func checkEncodedDetails(p *problems, member string, fd protoreflect.FieldDescriptor, encoded []byte) {
+	valid, err := eventwire.CheckDetails(fd, encoded)
+	if valid && err == nil {
+		return
+	}
+	// The encoded field is a PortfolioData holding just these details.
+	decoded := &pdsv1.PortfolioData{}
+	if err == nil {
+		err = decoded.UnmarshalVT(encoded)
+	}
+	if err != nil {
+		p.add("data."+member, fmt.Sprintf("is not a valid %s encoding (%v); encode it with a protobuf library", fd.Message().Name(), err))
+		return
+	}
+	_, details := detailsOf(decoded)
+	p.errs = appendInvalidValues(p.errs, apierr.JoinField(p.prefix, "data."+member), details.ProtoReflect())
 }
 
 // detailsOf returns the proto name and value of the details member set on data, or "" when none is.

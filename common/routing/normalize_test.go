@@ -186,25 +186,27 @@ func TestNormalizeLimits(t *testing.T) {
 		{name: "routing missing", mutate: func(ev *pdsv1.PortfolioDistribution) { ev.Routing = nil }},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			ev := validEvent()
-			tt.mutate(ev)
-			err := routing.Normalize(ev, "", publishTime)
-			fields := fieldsOf(t, err)
-			if tt.wantField == "" {
-				if err != nil {
-					t.Fatalf("Normalize rejected a valid event: %v", err)
+		for _, form := range detailsForms {
+			t.Run(tt.name+"/"+form.name, func(t *testing.T) {
+				t.Parallel()
+				ev := validEvent()
+				tt.mutate(ev)
+				err := routing.Normalize(form.make(t, ev), "", publishTime)
+				fields := fieldsOf(t, err)
+				if tt.wantField == "" {
+					if err != nil {
+						t.Fatalf("Normalize rejected a valid event: %v", err)
+					}
+					return
 				}
-				return
-			}
-			if len(fields) != 1 || fields[0] != tt.wantField {
-				t.Fatalf("Normalize error fields = %q, want exactly [%q] (error: %v)", fields, tt.wantField, err)
-			}
-			if !strings.Contains(err.Error(), tt.wantText) {
-				t.Errorf("Normalize error %q does not say %q", err.Error(), tt.wantText)
-			}
-		})
+				if len(fields) != 1 || fields[0] != tt.wantField {
+					t.Fatalf("Normalize error fields = %q, want exactly [%q] (error: %v)", fields, tt.wantField, err)
+				}
+				if !strings.Contains(err.Error(), tt.wantText) {
+					t.Errorf("Normalize error %q does not say %q", err.Error(), tt.wantText)
+				}
+			})
+		}
 	}
 }
 

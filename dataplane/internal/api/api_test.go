@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +42,11 @@ func TestPublishRejectsInvalidBatchesNamingEveryBadField(t *testing.T) {
 	wrongType := valid()
 	wrongType.DataType = pdsv1.PortfolioDataType_RISK_BUDGET
 	wrongType.Routing.Topic = stateTopic
+	nanInDetails := valid()
+	nanInDetails.Data.Details = &pdsv1.PortfolioData_PortfolioState{PortfolioState: &pdsv1.PortfolioStateDetails{
+		Positions: []*pdsv1.Position{{InstrumentId: "AAPL"}, {InstrumentId: "BND", Weight: math.NaN()}}}}
+	otherDetails := valid()
+	otherDetails.Data.Details = &pdsv1.PortfolioData_CashManagement{CashManagement: &pdsv1.CashManagementDetails{Currency: "USD"}}
 	tooMany := make([]*pdsv1.PortfolioDistribution, routing.MaxEventsPerPublish+1)
 	for i := range tooMany {
 		tooMany[i] = valid()
@@ -59,6 +65,10 @@ func TestPublishRejectsInvalidBatchesNamingEveryBadField(t *testing.T) {
 			wantFields: []string{"events[1].routing.topic"}},
 		{name: "data type the topic does not carry", events: []*pdsv1.PortfolioDistribution{wrongType},
 			wantFields: []string{"events[0].data_type"}},
+		{name: "bad values inside details", events: []*pdsv1.PortfolioDistribution{valid(), nanInDetails},
+			wantFields: []string{"events[1].data.portfolio_state.positions[1].weight"}},
+		{name: "details of another data type", events: []*pdsv1.PortfolioDistribution{otherDetails},
+			wantFields: []string{"events[0].data.cash_management"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

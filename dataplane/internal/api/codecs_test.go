@@ -35,6 +35,14 @@ func TestEverySubscriberOfAnEventGetsItWhateverItsProtocol(t *testing.T) {
 	first, second := specExampleEvent(), specExampleEvent()
 	first.EventId, second.EventId = "event-1", "event-2"
 	second.Data.PortfolioId = "portfolio_002"
+	// Details, which the protobuf decoder of Publish keeps encoded, must arrive whole.
+	for _, ev := range []*pdsv1.PortfolioDistribution{first, second} {
+		ev.Data.Details = &pdsv1.PortfolioData_PortfolioState{PortfolioState: &pdsv1.PortfolioStateDetails{
+			Currency: "USD", CashBalance: 25_000, Positions: []*pdsv1.Position{
+				{InstrumentId: "AAPL", Quantity: 100, MarketValue: 19_000, Weight: 0.019},
+				{InstrumentId: "BND", Quantity: 10, MarketValue: 940, Weight: 0.001},
+			}}}
+	}
 	// One event from a JSON producer, one from a protobuf producer: the two decoders of Publish.
 	h.publish(ctx, first)
 	protoProducer := pdsv1connect.NewPortfolioStreamClient(h.h2cClient, h.url)

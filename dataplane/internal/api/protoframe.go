@@ -5,6 +5,7 @@ import (
 	"reflect"
 
 	"connectrpc.com/connect"
+	"github.com/pds-platform/pds/common/eventwire"
 	"github.com/pds-platform/pds/common/fastproto"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -139,10 +140,9 @@ func (c streamProtoCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
 func (streamProtoCodec) Unmarshal(data []byte, v any) error {
 	switch m := v.(type) {
 	case *pdsv1.PublishRequest:
-		// UnmarshalVT takes two thirds of proto.Unmarshal's time, without reflection, but does not check
-		// that strings are UTF-8: Publish checks every string of every event (routing.Normalize).
-		m.Reset()
-		return m.UnmarshalVT(data)
+		// Publish checks the events' details and stores them as they came, so they stay encoded. Strings
+		// are not checked for UTF-8 here either: Publish checks every one (routing.Normalize).
+		return eventwire.DecodePublishRequest(m, data)
 	case proto.Message:
 		return proto.Unmarshal(data, m)
 	default:

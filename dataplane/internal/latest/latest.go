@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,6 +137,12 @@ func (s *Store) Record(tenantID string, events []*pdsv1.PortfolioDistribution, s
 	}
 	s.mu.Lock()
 	for key, i := range newest {
+		if _, ok := s.pending[key]; !ok {
+			// The map keeps the key it was first given while the slot stays pending, which under load can be
+			// long. A published event's strings may share its whole request's memory (eventwire), so the
+			// key gets its own copy.
+			key.portfolioID = strings.Clone(key.portfolioID)
+		}
 		value := make([]byte, 1+len(stored[i]))
 		value[0] = storedEventFormat
 		copy(value[1:], stored[i])
