@@ -123,33 +123,29 @@ func (s *Store) Record(tenantID string, events []*pdsv1.PortfolioDistribution, s
 	if len(stored) != len(events) {
 		return fmt.Errorf("record views: %d events but %d encodings", len(events), len(stored))
 	}
-	var newest map[slot]int // index in events
-	for i, ev := range events {
-		if view, ok := ViewOf(ev.GetDataType()); ok {
-			if newest == nil {
-				newest = map[slot]int{}
-			}
-			newest[slot{tenantID, view, ev.GetData().GetPortfolioId()}] = i
-		}
-	}
-	if len(newest) == 0 {
-		return nil
-	}
+	recorded := false
 	s.mu.Lock()
-	for key, i := range newest {
-		if _, ok := s.pending[key]; !ok {
-			// The map keeps the key it was first given while the slot stays pending, which under load can be
-			// long. A published event's strings may share its whole request's memory (eventwire), so the
-			// key gets its own copy.
-			key.portfolioID = strings.Clone(key.portfolioID)
+	// In batch order, so the last event of a slot is the one left pending.
+	for i, ev := range events {
+		view, ok := ViewOf(ev.GetDataType())
+		if !ok {
+			continue
 		}
 		value := make([]byte, 1+len(stored[i]))
 		value[0] = storedEventFormat
 		copy(value[1:], stored[i])
 		s.seq++
+		// A published event's strings may share its whole request's memory (eventwire), and the map keeps
+		// the key it was first given for as long as the slot stays pending, which under load can be long:
+		// the key gets its own copy.
+		key := slot{tenantID, view, strings.Clone(ev.GetData().GetPortfolioId())}
 		s.pending[key] = pendingValue{value: value, seq: s.seq}
+		recorded = true
 	}
 	s.mu.Unlock()
+	if !recorded {
+		return nil
+	}
 	s.signal()
 	return nil
 }
