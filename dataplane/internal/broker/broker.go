@@ -134,7 +134,9 @@ type PropertyKeeper interface {
 // LatestViews is an optional Broker capability: a compacted table holding the newest value per key, kept
 // by the broker so data-plane nodes stay stateless. Find it by type assertion.
 type LatestViews interface {
-	// PutLatest durably stores value as the newest for (tenantID, view, key).
+	// PutLatest stores value as the newest for (tenantID, view, key). Unlike Publish, a stored value may
+	// be lost in a crash soon after (the embedded driver persists views asynchronously): the next value
+	// of the key replaces it anyway.
 	PutLatest(ctx context.Context, tenantID, view, key string, value []byte) error
 	// GetLatest returns the newest value; ok is false when the key was never put.
 	GetLatest(ctx context.Context, tenantID, view, key string) (value []byte, ok bool, err error)

@@ -127,11 +127,12 @@ type EmbeddedBroker struct {
 	// writeSlots bounds batches in flight to the engine.
 	writeSlots chan struct{}
 
-	mu      sync.Mutex
-	writers map[string]*topicBatcher       // by stream
-	feeds   map[string]*topicFeed          // by stream
-	cursors map[string]*subscriptionCursor // by stream/consumer
-	kv      map[string]jetstream.KeyValue  // by tenant
+	mu       sync.Mutex
+	writers  map[string]*topicBatcher       // by stream
+	feeds    map[string]*topicFeed          // by stream
+	cursors  map[string]*subscriptionCursor // by stream/consumer
+	kv       map[string]jetstream.KeyValue  // by tenant
+	legacyKV map[string]jetstream.KeyValue  // by tenant; nil: the tenant has no bucket of an earlier build
 	// changing holds, per subscription a Seek or Subscribe is working on, the channel closed when it is
 	// done (by stream/consumer).
 	changing map[string]chan struct{}
@@ -189,6 +190,7 @@ func OpenEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedBroker, e
 		feeds:      map[string]*topicFeed{},
 		cursors:    map[string]*subscriptionCursor{},
 		kv:         map[string]jetstream.KeyValue{},
+		legacyKV:   map[string]jetstream.KeyValue{},
 		changing:   map[string]chan struct{}{},
 
 		positions:     positions,

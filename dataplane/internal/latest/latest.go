@@ -6,7 +6,8 @@
 // than the table takes writes. This keeps Publish's latency that of the event store alone (a table
 // write per portfolio per batch would dominate it), like the TableView the pulsar driver reads. A node
 // answers its own not-yet-stored values from memory, so a GET after a Publish on one node sees it; other
-// nodes see it once the write lands, normally within milliseconds.
+// nodes see it once the write lands: within a second (roundInterval), as a portfolio's view is written at
+// most once per write round.
 package latest
 
 import (
@@ -42,6 +43,11 @@ const (
 	writeConcurrency = 8
 	// retryPause is the wait after a failed table write before it is tried again.
 	retryPause = time.Second
+	// roundInterval is the least time from one write round's start to the next's, unless Flush is
+	// waiting. A portfolio's view is written at most once per interval, however often its events come:
+	// on the 2-core VM, rounds run back to back wrote 5,000 values a second at 10K events/s over 1,000
+	// portfolios, a sixth of a core.
+	roundInterval = time.Second
 )
 
 // ViewOf returns the view an event of the data type updates; ok is false for types without a view.
@@ -79,6 +85,7 @@ type Store struct {
 	lastErr   error
 
 	wake       chan struct{}
+	hurry      chan struct{} // Flush is waiting: start the next round now
 	stopWriter context.CancelFunc
 	writerDone chan struct{}
 }
@@ -94,6 +101,7 @@ func New(b broker.Broker, logger *slog.Logger) *Store {
 		pending:    map[slot]pendingValue{},
 		roundDone:  make(chan struct{}),
 		wake:       make(chan struct{}, 1),
+		hurry:      make(chan struct{}, 1),
 		stopWriter: cancel,
 		writerDone: make(chan struct{}),
 	}
@@ -203,6 +211,10 @@ func (s *Store) Flush(ctx context.Context) error {
 		s.mu.Unlock()
 		s.signal()
 		select {
+		case s.hurry <- struct{}{}:
+		default:
+		}
+		select {
 		case <-round:
 		case <-ctx.Done():
 			if lastErr != nil {
@@ -249,15 +261,21 @@ func (s *Store) runWriter(ctx context.Context) {
 			if len(round) == 0 {
 				break
 			}
+			started := time.Now()
 			failed := s.writeRound(ctx, round)
 			if ctx.Err() != nil {
 				return
 			}
+			pause := roundInterval - time.Since(started)
 			if failed {
+				pause = retryPause
+			}
+			if pause > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(retryPause):
+				case <-s.hurry:
+				case <-time.After(pause):
 				}
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,5 +179,62 @@ func BenchmarkRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// countingViews counts the table writes of a real embedded broker's views, by key.
+type countingViews struct {
+	*broker.EmbeddedBroker
+	mu   sync.Mutex
+	puts map[string]int
+}
+
+func (c *countingViews) PutLatest(ctx context.Context, tenantID, view, key string, value []byte) error {
+	c.mu.Lock()
+	c.puts[key]++
+	c.mu.Unlock()
+	return c.EmbeddedBroker.PutLatest(ctx, tenantID, view, key, value)
+}
+
+// A portfolio whose events come every 10 ms has its view written about once a second, not once per
+// event or per round trip of the table; Flush still writes the newest value at once.
+func TestViewsOfBusyPortfoliosAreWrittenOncePerRound(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, _ := newStore(ctx, t)
+	views := &countingViews{EmbeddedBroker: b, puts: map[string]int{}}
+	store := latest.New(views, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+
+	var last *pdsv1.PortfolioDistribution
+	for i := range 150 {
+		last = event(fmt.Sprintf("s%d", i), pdsv1.PortfolioDataType_PORTFOLIO_STATE, "busy", float64(i))
+		batch := []*pdsv1.PortfolioDistribution{last}
+		if err := store.Record(tenancy.DefaultTenantID, batch, encodings(t, batch)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	flushStart := time.Now()
+	if err := store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(flushStart); waited > 900*time.Millisecond {
+		t.Errorf("Flush took %v: it waited for the pause between rounds", waited)
+	}
+	views.mu.Lock()
+	puts := views.puts["busy"]
+	views.mu.Unlock()
+	// Rounds start at about 0 s and 1 s, and Flush writes the rest: 150 events over 1.5 s.
+	if puts < 1 || puts > 3 {
+		t.Errorf("the view was written %d times for 150 events over 1.5 s; want at most 3", puts)
+	}
+	stored, ok, err := b.GetLatest(ctx, tenancy.DefaultTenantID, string(latest.ViewState), "busy")
+	if err != nil || !ok {
+		t.Fatalf("table read: %v, %v", ok, err)
+	}
+	if want := encodings(t, []*pdsv1.PortfolioDistribution{last})[0]; string(stored[1:]) != string(want) {
+		t.Fatalf("the table holds an older value than the last event's")
 	}
 }
