@@ -69,11 +69,19 @@ var errSeveralDetails = errors.New("several details fields")
 // UTF-8; routing.Normalize does, details included.
 //
 // The decoded strings keep the copy of data alive: anything kept beyond the request must not hold them.
-func DecodePublishRequest(req *pdsv1.PublishRequest, data []byte) error {
+//
+// A request of more than maxEvents events is not decoded: its Events are as many nils, for the caller to
+// refuse by their count. Decoding them would take memory many times the request's size (an empty event
+// is two bytes on the wire).
+func DecodePublishRequest(req *pdsv1.PublishRequest, data []byte, maxEvents int) error {
 	req.Reset()
 	count, err := countEvents(data)
 	if err != nil {
 		return err
+	}
+	if count > maxEvents {
+		req.Events = make([]*pdsv1.PortfolioDistribution, count)
+		return nil
 	}
 	own := bytes.Clone(data)
 	spaces := make([]eventSpace, count)

@@ -14,6 +14,9 @@ import (
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
 )
 
+// maxEvents is the most events a request is decoded with, as Publish takes.
+const maxEvents = 1000
+
 // sampleEvents has one event of each data type, as producers send them (event_id and timestamp set on
 // some), plus an event without data and one without routing.
 func sampleEvents() []*pdsv1.PortfolioDistribution {
@@ -77,7 +80,7 @@ func TestDecodedEventsEncodeAsSent(t *testing.T) {
 	t.Parallel()
 	events := sampleEvents()
 	var req pdsv1.PublishRequest
-	if err := eventwire.DecodePublishRequest(&req, encodeRequest(t, events)); err != nil {
+	if err := eventwire.DecodePublishRequest(&req, encodeRequest(t, events), maxEvents); err != nil {
 		t.Fatal(err)
 	}
 	if len(req.Events) != len(events) {
@@ -113,7 +116,7 @@ func TestDecodeKeepsDetailsEncoded(t *testing.T) {
 	t.Parallel()
 	events := sampleEvents()
 	var req pdsv1.PublishRequest
-	if err := eventwire.DecodePublishRequest(&req, encodeRequest(t, events)); err != nil {
+	if err := eventwire.DecodePublishRequest(&req, encodeRequest(t, events), maxEvents); err != nil {
 		t.Fatal(err)
 	}
 	got, want := req.Events[1], events[1]
@@ -154,7 +157,7 @@ func TestDecodeKeepsUnknownFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	var req pdsv1.PublishRequest
-	if err := eventwire.DecodePublishRequest(&req, encodeRequest(t, []*pdsv1.PortfolioDistribution{ev})); err != nil {
+	if err := eventwire.DecodePublishRequest(&req, encodeRequest(t, []*pdsv1.PortfolioDistribution{ev}), maxEvents); err != nil {
 		t.Fatal(err)
 	}
 	got, err := fastproto.Append(nil, req.Events[0])
@@ -208,7 +211,7 @@ func TestDecodeMergesRepeatedMessages(t *testing.T) {
 			}
 			request := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), parts)
 			var req pdsv1.PublishRequest
-			if err := eventwire.DecodePublishRequest(&req, request); err != nil {
+			if err := eventwire.DecodePublishRequest(&req, request, maxEvents); err != nil {
 				t.Fatal(err)
 			}
 			encoded, err := fastproto.Append(nil, req.Events[0])
@@ -223,6 +226,28 @@ func TestDecodeMergesRepeatedMessages(t *testing.T) {
 				t.Fatalf("decoded as %v, protobuf says %v", got, want)
 			}
 		})
+	}
+}
+
+// A request of more events than the caller takes is counted, not decoded.
+func TestDecodeOnlyCountsTooManyEvents(t *testing.T) {
+	t.Parallel()
+	events := sampleEvents()
+	data := encodeRequest(t, events)
+	var req pdsv1.PublishRequest
+	if err := eventwire.DecodePublishRequest(&req, data, len(events)-1); err != nil {
+		t.Fatal(err)
+	}
+	if len(req.Events) != len(events) {
+		t.Fatalf("%d events, want %d", len(req.Events), len(events))
+	}
+	for i, ev := range req.Events {
+		if ev != nil {
+			t.Fatalf("event %d was decoded: %v", i, ev)
+		}
+	}
+	if err := eventwire.DecodePublishRequest(&req, data[:len(data)-3], len(events)-1); err == nil {
+		t.Fatal("a truncated request of too many events decoded without an error")
 	}
 }
 
@@ -249,7 +274,7 @@ func TestDecodeRejectsWhatProtobufRejects(t *testing.T) {
 			if err := new(pdsv1.PublishRequest).UnmarshalVT(data); err == nil {
 				t.Fatalf("the generated decoder accepts %x; the case is wrong", data)
 			}
-			if err := eventwire.DecodePublishRequest(new(pdsv1.PublishRequest), data); err == nil {
+			if err := eventwire.DecodePublishRequest(new(pdsv1.PublishRequest), data, maxEvents); err == nil {
 				t.Fatalf("decoded %x", data)
 			}
 		})
@@ -282,7 +307,7 @@ func TestCheckDetailsFindsBadValuesAndEncodings(t *testing.T) {
 			request := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
 				protowire.AppendBytes(protowire.AppendTag(nil, 4, protowire.BytesType), encoded))
 			var req pdsv1.PublishRequest
-			if err := eventwire.DecodePublishRequest(&req, request); err != nil {
+			if err := eventwire.DecodePublishRequest(&req, request, maxEvents); err != nil {
 				t.Fatal(err)
 			}
 			member, field := eventwire.Details(req.Events[0].GetData())
@@ -340,7 +365,9 @@ func BenchmarkDecodePublishRequest(b *testing.B) {
 	data := encodeRequest(b, events)
 	decoders := map[string]func(*pdsv1.PublishRequest, []byte) error{
 		"decoder=generated": func(req *pdsv1.PublishRequest, data []byte) error { return req.UnmarshalVT(data) },
-		"decoder=eventwire": eventwire.DecodePublishRequest,
+		"decoder=eventwire": func(req *pdsv1.PublishRequest, data []byte) error {
+			return eventwire.DecodePublishRequest(req, data, maxEvents)
+		},
 	}
 	for _, name := range []string{"decoder=generated", "decoder=eventwire"} {
 		decode := decoders[name]

@@ -95,7 +95,7 @@ func publishedOverTheWire(t testing.TB, ev *pdsv1.PortfolioDistribution) *pdsv1.
 		t.Fatal(err)
 	}
 	var req pdsv1.PublishRequest
-	if err := eventwire.DecodePublishRequest(&req, data); err != nil {
+	if err := eventwire.DecodePublishRequest(&req, data, routing.MaxEventsPerPublish); err != nil {
 		t.Fatal(err)
 	}
 	if member, _ := eventwire.Details(req.Events[0].GetData()); ev.GetData().GetDetails() != nil && member == nil {
@@ -188,7 +188,7 @@ func TestNormalizeReportsUndecodableDetails(t *testing.T) {
 	}
 	encodedEvent = protowire.AppendBytes(protowire.AppendTag(encodedEvent, 4, protowire.BytesType), encodedData)
 	var req pdsv1.PublishRequest
-	if err := eventwire.DecodePublishRequest(&req, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), encodedEvent)); err != nil {
+	if err := eventwire.DecodePublishRequest(&req, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), encodedEvent), routing.MaxEventsPerPublish); err != nil {
 		t.Fatal(err)
 	}
 

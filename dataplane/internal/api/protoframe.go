@@ -8,6 +8,7 @@ import (
 	"github.com/pds-platform/pds/common/eventwire"
 	"github.com/pds-platform/pds/common/fastproto"
 	pdsv1 "github.com/pds-platform/pds/common/gen/pds/v1"
+	"github.com/pds-platform/pds/common/routing"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -142,7 +143,7 @@ func (streamProtoCodec) Unmarshal(data []byte, v any) error {
 	case *pdsv1.PublishRequest:
 		// Publish checks the events' details and stores them as they came, so they stay encoded. Strings
 		// are not checked for UTF-8 here either: Publish checks every one (routing.Normalize).
-		return eventwire.DecodePublishRequest(m, data)
+		return eventwire.DecodePublishRequest(m, data, routing.MaxEventsPerPublish)
 	case proto.Message:
 		return proto.Unmarshal(data, m)
 	default:

@@ -266,15 +266,16 @@ func (s *Store) runWriter(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			pause := roundInterval - time.Since(started)
+			pause, hurry := roundInterval-time.Since(started), s.hurry
 			if failed {
-				pause = retryPause
+				// Flush does not shorten this pause: it would retry a failing table without rest.
+				pause, hurry = retryPause, nil
 			}
 			if pause > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-s.hurry:
+				case <-hurry:
 				case <-time.After(pause):
 				}
 			}

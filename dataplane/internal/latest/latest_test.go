@@ -2,6 +2,7 @@ package latest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -182,18 +183,55 @@ func BenchmarkRecord(b *testing.B) {
 	}
 }
 
-// countingViews counts the table writes of a real embedded broker's views, by key.
+// countingViews counts the table writes of a real embedded broker's views, by key; while failing is set,
+// each write fails instead of reaching the table.
 type countingViews struct {
 	*broker.EmbeddedBroker
-	mu   sync.Mutex
-	puts map[string]int
+	mu      sync.Mutex
+	puts    map[string]int
+	failing bool
 }
 
 func (c *countingViews) PutLatest(ctx context.Context, tenantID, view, key string, value []byte) error {
 	c.mu.Lock()
 	c.puts[key]++
+	failing := c.failing
 	c.mu.Unlock()
+	if failing {
+		return errors.New("table unavailable (injected)")
+	}
 	return c.EmbeddedBroker.PutLatest(ctx, tenantID, view, key, value)
+}
+
+// While the table fails, Flush waits for the writer's retries instead of making it retry without rest.
+func TestFlushDoesNotHurryRetriesOfAFailingTable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, _ := newStore(ctx, t)
+	views := &countingViews{EmbeddedBroker: b, puts: map[string]int{}, failing: true}
+	store := latest.New(views, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	batch := []*pdsv1.PortfolioDistribution{event("s1", pdsv1.PortfolioDataType_PORTFOLIO_STATE, "p1", 1)}
+	if err := store.Record(tenancy.DefaultTenantID, batch, encodings(t, batch)); err != nil {
+		t.Fatal(err)
+	}
+	flushCtx, cancelFlush := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancelFlush()
+	if err := store.Flush(flushCtx); err == nil {
+		t.Fatal("Flush succeeded against a failing table")
+	}
+	views.mu.Lock()
+	puts := views.puts["p1"]
+	views.failing = false
+	views.mu.Unlock()
+	// One attempt at once; the retry is due a second later (retryPause).
+	if puts != 1 {
+		t.Fatalf("%d writes in Flush's half second against a failing table, want 1", puts)
+	}
+	if err := store.Flush(ctx); err != nil {
+		t.Fatalf("Flush once the table is back: %v", err)
+	}
 }
 
 // A portfolio whose events come every 10 ms has its view written about once a second, not once per
