@@ -13,6 +13,9 @@ type topicSharing struct {
 	subscriptions int
 	// byWorkflow counts them per subscriber workflow.
 	byWorkflow map[string]int
+	// maxPerWorkflow is the largest count of byWorkflow: when it is 1, an event of one target workflow
+	// reaches at most one subscription, which shares can tell without a lookup per event.
+	maxPerWorkflow int
 }
 
 // newTopicSharing counts the subscriptions whose sessions, among sessions, read the topic topicID.
@@ -29,6 +32,7 @@ func newTopicSharing(sessions map[string]*Session, topicID string) *topicSharing
 	t := &topicSharing{subscriptions: len(workflows), byWorkflow: map[string]int{}}
 	for _, workflow := range workflows {
 		t.byWorkflow[workflow]++
+		t.maxPerWorkflow = max(t.maxPerWorkflow, t.byWorkflow[workflow])
 	}
 	return t
 }
@@ -48,6 +52,9 @@ func (t *topicSharing) shares(summary *filter.Summary) bool {
 	targets := summary.Targets()
 	if len(targets) == 0 {
 		return true
+	}
+	if len(targets) == 1 && t.maxPerWorkflow == 1 {
+		return false
 	}
 	n := 0
 	for _, workflow := range targets {

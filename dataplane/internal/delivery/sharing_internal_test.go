@@ -20,6 +20,8 @@ func TestTopicSharingCountsSubscriptionsThatMayTakeAnEvent(t *testing.T) {
 		"1": session("t1", "sub-a", "a"), "2": session("t1", "sub-a", "a"), "3": session("t1", "sub-a", "a"),
 		"4": session("t1", "sub-b1", "b"), "5": session("t1", "sub-b2", "b"),
 		"6": session("t2", "sub-c", "c"), "7": session("t2", "sub-c", "c"),
+		// One subscription per workflow, as most topics have.
+		"8": session("t4", "sub-d", "d"), "9": session("t4", "sub-e", "e"), "10": session("t4", "sub-e", "e"),
 	}
 	summarize := func(targets ...string) *filter.Summary {
 		encoded, err := proto.Marshal(&pdsv1.PortfolioDistribution{Routing: &pdsv1.RoutingInfo{TargetWorkflows: targets}})
@@ -50,6 +52,22 @@ func TestTopicSharingCountsSubscriptionsThatMayTakeAnEvent(t *testing.T) {
 	} {
 		if got := t1.shares(summarize(tt.targets...)); got != tt.want {
 			t.Errorf("topic t1, event targeting %q: shares = %v, want %v", tt.targets, got, tt.want)
+		}
+	}
+
+	t4 := newTopicSharing(sessions, "t4")
+	for _, tt := range []struct {
+		targets []string
+		want    bool
+	}{
+		{targets: []string{"d"}, want: false},
+		{targets: []string{"e"}, want: false},
+		{targets: []string{"d", "e"}, want: true},
+		{targets: []string{"d", "nobody"}, want: false},
+		{targets: nil, want: true},
+	} {
+		if got := t4.shares(summarize(tt.targets...)); got != tt.want {
+			t.Errorf("topic t4, event targeting %q: shares = %v, want %v", tt.targets, got, tt.want)
 		}
 	}
 
