@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -198,5 +200,20 @@ func TestNormalizeReportsUndecodableDetails(t *testing.T) {
 	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Field != "events[0].data.rebalancing" ||
 		!strings.Contains(errs[0].Description, "is not a valid RebalancingDetails encoding") {
 		t.Fatalf("Normalize error = %v, want one error on events[0].data.rebalancing saying it is not a valid encoding", err)
+	}
+}
+
+// The character sets of ids and topics hold ASCII only: checkToken looks bytes up in a table of the ASCII
+// characters and refuses every other byte.
+func TestTokenCharactersAreASCII(t *testing.T) {
+	t.Parallel()
+	for name, allowed := range map[string]func(rune) bool{
+		"event id": routing.IsEventIDChar, "portfolio id": routing.IsPortfolioIDChar, "topic": routing.IsTopicChar,
+	} {
+		for r := rune(utf8.RuneSelf); r <= unicode.MaxRune; r++ {
+			if allowed(r) {
+				t.Fatalf("%s characters include %q: checkToken's table cannot hold it", name, r)
+			}
+		}
 	}
 }

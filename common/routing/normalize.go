@@ -38,7 +38,7 @@ func Normalize(ev *pdsv1.PortfolioDistribution, field string, now time.Time) err
 	p := problems{prefix: field}
 
 	if id := ev.GetEventId(); id != "" {
-		p.add("event_id", checkToken(id, MaxEventIDLength, isEventIDChar,
+		p.add("event_id", checkToken(id, MaxEventIDLength, eventIDChars,
 			"letters, digits, '-', '_', '.' and ':'", "leave it empty to get a UUIDv7"))
 	}
 
@@ -359,14 +359,14 @@ func appendInvalidValue(errs apierr.FieldErrors, at string, fd protoreflect.Fiel
 }
 
 func checkTopic(topic string) string {
-	return checkToken(topic, MaxTopicLength, isTopicChar, "letters, digits, '/', '.', '_' and '-'", "shorten the topic name")
+	return checkToken(topic, MaxTopicLength, topicChars, "letters, digits, '/', '.', '_' and '-'", "shorten the topic name")
 }
 
 func checkPortfolioID(id string) string {
 	if id == "" {
 		return fmt.Sprintf("is required, at most %d characters", MaxPortfolioIDLength)
 	}
-	return checkToken(id, MaxPortfolioIDLength, isPortfolioIDChar, "letters, digits, '-', '_' and '.'", "shorten the portfolio id")
+	return checkToken(id, MaxPortfolioIDLength, portfolioIDChars, "letters, digits, '-', '_' and '.'", "shorten the portfolio id")
 }
 
 func checkRoutingKey(key string) string {
@@ -414,20 +414,39 @@ func checkTargetWorkflows(p *problems, targets []string) {
 }
 
 // checkToken checks length (in characters) and character set of an identifier-like value.
-func checkToken(s string, maxLen int, allowed func(rune) bool, allowedText, fix string) string {
+func checkToken(s string, maxLen int, allowed *tokenChars, allowedText, fix string) string {
 	// No more bytes than allowed characters means no more characters either: counting them is left out.
 	if len(s) > maxLen {
 		if n := utf8.RuneCountInString(s); n > maxLen {
 			return fmt.Sprintf("at most %d characters (got %d); %s", maxLen, n, fix)
 		}
 	}
-	for i, r := range s {
-		if !allowed(r) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf || !allowed[c] {
+			r, _ := utf8.DecodeRuneInString(s[i:])
 			return fmt.Sprintf("may contain only %s (got %q at byte %d)", allowedText, r, i)
 		}
 	}
 	return ""
 }
+
+// tokenChars is the set of characters a token may hold, all of them ASCII: a table lookup per byte
+// instead of a predicate call per character, on every event's ids and topic.
+type tokenChars [utf8.RuneSelf]bool
+
+func charsOf(allowed func(rune) bool) *tokenChars {
+	var t tokenChars
+	for c := range rune(utf8.RuneSelf) {
+		t[c] = allowed(c)
+	}
+	return &t
+}
+
+var (
+	eventIDChars     = charsOf(isEventIDChar)
+	portfolioIDChars = charsOf(isPortfolioIDChar)
+	topicChars       = charsOf(isTopicChar)
+)
 
 // isPrintableASCII reports whether s is non-empty and only printable ASCII other than space: the common
 // case of routing keys and workflow names, which then need no further checks.
